@@ -1,0 +1,232 @@
+"""Read and validate CheXpert-format label files.
+
+A CheXpert CSV has the columns ``Path, Sex, Age, Frontal/Lateral, AP/PA`` followed by the 14
+observations (:data:`chexlib.observations.OBSERVATIONS`). Label cells are ``1.0``, ``0.0``,
+``-1.0`` (uncertain) or empty (not mentioned). :func:`read_labels` checks all of that and stops
+with an error naming the file, the line and what was expected: nothing is silently dropped.
+Extra columns are kept as they are; a UTF-8 byte-order mark and Windows line endings are accepted.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib.resources
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from chexlib.errors import LabelFileError, MissingFileError
+from chexlib.observations import META_COLUMNS, OBSERVATIONS
+
+#: ``<dataset folder>/<split>/patientNNNNN/studyN/viewN_<frontal|lateral>.jpg``
+PATH_PATTERN = re.compile(
+    r"^(?P<dataset>[^/\\]+)/(?P<split>train|valid|test)/(?P<patient>patient\d+)/"
+    r"(?P<study>study\d+)/view\d+_(?P<view>frontal|lateral)\.jpg$"
+)
+REQUIRED_COLUMNS: tuple[str, ...] = META_COLUMNS + OBSERVATIONS
+_LABEL_VALUES = {"1.0": 1.0, "1": 1.0, "0.0": 0.0, "0": 0.0, "-1.0": -1.0, "-1": -1.0, "": np.nan}
+_FIRST_DATA_LINE = 2  # line 1 is the header
+
+
+def read_labels(path: str | os.PathLike) -> pd.DataFrame:
+    """Read a CheXpert-format CSV and validate every row.
+
+    Parameters
+    ----------
+    path : str or path-like
+        ``train.csv`` or ``valid.csv`` of a CheXpert-format folder (``.csv`` or ``.csv.gz``).
+
+    Returns
+    -------
+    DataFrame
+        One row per image in file order, with the columns of the file. The 14 label columns are
+        float64 with values 1.0, 0.0, -1.0 and NaN (blank); ``Age`` is an integer. The attribute
+        ``df.attrs["source"]`` holds the file path.
+
+    Raises
+    ------
+    MissingFileError
+        If the file does not exist.
+    LabelFileError
+        If the file is empty, a required column is missing or misspelled, a label is not one of
+        1, 0, -1 or blank, an ``Age`` is not a number, a ``Path`` does not fit the CheXpert
+        pattern, or the same ``Path`` appears twice. The message names the file and the line.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise MissingFileError(f"label file {path} does not exist")
+    try:
+        df = pd.read_csv(
+            path, dtype=str, keep_default_na=False, encoding="utf-8-sig", skipinitialspace=False
+        )
+    except pd.errors.EmptyDataError:
+        raise LabelFileError(f"{path}: the file is empty; expected a CheXpert header and rows")
+    except (pd.errors.ParserError, UnicodeDecodeError) as err:
+        raise LabelFileError(f"{path}: not a readable CSV file ({err})") from err
+    df.columns = [c.strip() for c in df.columns]
+    _check_columns(df, path)
+    if len(df) == 0:
+        raise LabelFileError(f"{path}: the file has a header but no rows; expected one row per image")
+    df = df.apply(lambda col: col.str.strip())
+    _check_paths(df, path)
+    labels = _parse_labels(df, path)
+    age = _parse_age(df, path)
+    out = df.copy()
+    out[list(OBSERVATIONS)] = labels
+    out["Age"] = age
+    out.attrs["source"] = str(path)
+    return out
+
+
+def _line(row: int) -> int:
+    """CSV line number (1-based, header is line 1) of a 0-based data row."""
+    return row + _FIRST_DATA_LINE
+
+
+def _check_columns(df: pd.DataFrame, path: Path) -> None:
+    missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
+    if not missing:
+        return
+    hints = []
+    for name in missing:
+        close = difflib.get_close_matches(name, [str(c) for c in df.columns], n=1, cutoff=0.75)
+        hints.append(f"{name!r} (found {close[0]!r}?)" if close else repr(name))
+    detail = ""
+    if len(df.columns) == 1:
+        detail = " The header has a single column: is the file comma-separated?"
+    raise LabelFileError(
+        f"{path}: missing or misspelled column(s) {', '.join(hints)}; expected the CheXpert "
+        f"columns {', '.join(REQUIRED_COLUMNS)}.{detail}"
+    )
+
+
+def _check_paths(df: pd.DataFrame, path: Path) -> None:
+    paths = df["Path"]
+    fits = paths.str.match(PATH_PATTERN.pattern)
+    if not fits.all():
+        row = int(np.flatnonzero(~fits.to_numpy())[0])
+        raise LabelFileError(
+            f"{path}, line {_line(row)}: Path {paths.iloc[row]!r} does not fit the CheXpert pattern "
+            "'<dataset>/<train|valid|test>/patientNNNNN/studyN/viewN_<frontal|lateral>.jpg'"
+        )
+    dup = paths.duplicated(keep=False)
+    if dup.any():
+        rows = np.flatnonzero(dup.to_numpy())
+        first = paths.iloc[rows[0]]
+        lines = [_line(r) for r in rows if paths.iloc[r] == first]
+        raise LabelFileError(
+            f"{path}: duplicate image path {first!r} on lines {', '.join(map(str, lines))} "
+            f"({dup.sum()} rows share a path); expected each image once"
+        )
+
+
+def _parse_labels(df: pd.DataFrame, path: Path) -> np.ndarray:
+    out = np.empty((len(df), len(OBSERVATIONS)), dtype=np.float64)
+    for j, name in enumerate(OBSERVATIONS):
+        cells = df[name]
+        valid = cells.isin(list(_LABEL_VALUES))
+        if not valid.all():
+            row = int(np.flatnonzero(~valid.to_numpy())[0])
+            raise LabelFileError(
+                f"{path}, line {_line(row)}, column {name!r}: label {cells.iloc[row]!r} is not "
+                "allowed; expected 1.0, 0.0, -1.0 or blank"
+            )
+        out[:, j] = cells.map(_LABEL_VALUES).to_numpy(dtype=np.float64)
+    return out
+
+
+def _parse_age(df: pd.DataFrame, path: Path) -> np.ndarray:
+    age = pd.to_numeric(df["Age"], errors="coerce")
+    bad = age.isna() | (age < 0) | (age > 130)
+    if bad.any():
+        row = int(np.flatnonzero(bad.to_numpy())[0])
+        raise LabelFileError(
+            f"{path}, line {_line(row)}, column 'Age': {df['Age'].iloc[row]!r} is not an age; "
+            "expected a whole number of years between 0 and 130"
+        )
+    return age.to_numpy().astype(np.int64)
+
+
+def patient_ids(df: pd.DataFrame) -> pd.Series:
+    """Patient identifier of each row, taken from its ``Path`` (e.g. ``"patient00001"``)."""
+    return df["Path"].str.extract(PATH_PATTERN.pattern)["patient"]
+
+
+def study_ids(df: pd.DataFrame) -> pd.Series:
+    """Study identifier of each row, ``"patientNNNNN/studyN"``, taken from its ``Path``."""
+    parts = df["Path"].str.extract(PATH_PATTERN.pattern)
+    return parts["patient"] + "/" + parts["study"]
+
+
+def chexpert_train_labels_path() -> Path:
+    """Path of the real CheXpert ``train.csv`` shipped inside the installed torchxrayvision.
+
+    Raises
+    ------
+    MissingFileError
+        If torchxrayvision is not installed or does not ship the file.
+    """
+    try:
+        root = importlib.resources.files("torchxrayvision")
+    except ModuleNotFoundError as err:
+        raise MissingFileError(
+            "the real CheXpert train.csv comes from the torchxrayvision package, which is not "
+            "installed: run `pip install torchxrayvision`"
+        ) from err
+    path = Path(str(root / "data" / "chexpert_train.csv.gz"))
+    if not path.is_file():
+        raise MissingFileError(
+            f"{path} does not exist: this torchxrayvision version does not ship CheXpert's "
+            "train.csv; install torchxrayvision>=1.2"
+        )
+    return path
+
+
+def chexpert_train_labels() -> pd.DataFrame:
+    """Load the real CheXpert ``train.csv`` (223,414 rows) that torchxrayvision ships.
+
+    It is read through :func:`read_labels`, so it is validated like any other label file. The
+    file stays inside the installed package: chexlib never copies it.
+
+    Returns
+    -------
+    DataFrame
+        As :func:`read_labels`.
+    """
+    return read_labels(chexpert_train_labels_path())
+
+
+def label_distribution(df: pd.DataFrame) -> pd.DataFrame:
+    """Count positive, negative, uncertain and blank labels per observation.
+
+    Parameters
+    ----------
+    df : DataFrame
+        Labels as returned by :func:`read_labels`.
+
+    Returns
+    -------
+    DataFrame
+        Indexed by the 14 observation names in CSV order, with integer columns ``positive``,
+        ``negative``, ``uncertain``, ``blank`` and float columns ``positive_%``,
+        ``negative_%``, ``uncertain_%``, ``blank_%`` (percent of all rows).
+    """
+    missing = [c for c in OBSERVATIONS if c not in df.columns]
+    if missing:
+        raise ValueError(f"label_distribution: missing observation column(s) {missing}")
+    values = df[list(OBSERVATIONS)].to_numpy(dtype=np.float64)
+    counts = {
+        "positive": (values == 1.0).sum(axis=0),
+        "negative": (values == 0.0).sum(axis=0),
+        "uncertain": (values == -1.0).sum(axis=0),
+        "blank": np.isnan(values).sum(axis=0),
+    }
+    out = pd.DataFrame({k: v.astype(np.int64) for k, v in counts.items()}, index=list(OBSERVATIONS))
+    out.index.name = "observation"
+    n = max(len(df), 1)
+    for k in counts:
+        out[f"{k}_%"] = 100.0 * out[k] / n
+    return out

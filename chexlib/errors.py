@@ -1,0 +1,30 @@
+"""Exceptions raised by chexlib.
+
+Every error names what was wrong (the file, row or parameter) and what was expected. The classes
+subclass the built-in exception a caller would catch anyway (``ValueError``,
+``FileNotFoundError``), so ``except ValueError`` keeps working.
+"""
+
+
+class ChexlibError(Exception):
+    """Base class of every chexlib error."""
+
+
+class LabelFileError(ChexlibError, ValueError):
+    """A CheXpert-format CSV is malformed: wrong columns, values, paths or duplicates."""
+
+
+class ImageFileError(ChexlibError, ValueError):
+    """An image file is unreadable or corrupt."""
+
+
+class MissingFileError(ChexlibError, FileNotFoundError):
+    """A file or folder chexlib needs does not exist."""
+
+
+class ParameterError(ChexlibError, ValueError):
+    """A run parameter has an unknown name, a wrong type or an out-of-range value."""
+
+
+class MaskFormatError(ChexlibError, ValueError):
+    """A ground-truth mask file does not follow the CheXlocalize / COCO-RLE format."""
