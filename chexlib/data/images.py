@@ -1,0 +1,106 @@
+"""Find and decode the images of a CheXpert-format folder.
+
+Conventions
+-----------
+* The *data root* is the folder that holds ``train.csv``. A CSV ``Path`` starts with the dataset
+  folder name (``CheXpert-v1.0-small/train/patient00001/study1/view1_frontal.jpg``), so a row's
+  image is ``root / <Path without its first component>``. This works wherever the folder was
+  unpacked or renamed to, for the real data and for the phantom (``CheXphantom-v1.0/...``).
+* Every image is resized to a square ``S x S``, ignoring its aspect ratio, as the CheXpert paper
+  did (320 x 320). The small release's images are about 320 x 390, so anatomy is squeezed
+  slightly along the long side; every model, heatmap and mask in chexlib uses this same frame.
+* Resizing uses PIL's bilinear filter, which widens its support when shrinking, i.e. it
+  antialiases when downsampling.
+"""
+
+from __future__ import annotations
+
+import numbers
+import os
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+from PIL import Image
+
+from chexlib.errors import ImageFileError, LabelFileError, MissingFileError, ParameterError
+
+#: Recorded in the image cache's key: change it if :func:`load_grayscale` changes its output.
+RESIZE_METHOD = "PIL convert('L') + resize((S, S), BILINEAR)"
+
+
+def resolve_image_path(root: str | os.PathLike, path_value: str) -> Path:
+    """File of one CSV ``Path`` value below the data root.
+
+    Parameters
+    ----------
+    root : str or path-like
+        The folder that holds ``train.csv`` / ``valid.csv``.
+    path_value : str
+        The ``Path`` cell, e.g. ``"CheXpert-v1.0-small/valid/patient64541/study1/view1_frontal.jpg"``.
+
+    Returns
+    -------
+    Path
+        ``root / "valid/patient64541/study1/view1_frontal.jpg"`` for the example.
+
+    Raises
+    ------
+    LabelFileError
+        If the value is absolute, contains ``..`` or has fewer than two components.
+    """
+    parts = PurePosixPath(str(path_value).replace("\\", "/")).parts
+    if len(parts) < 2 or parts[0] == "/" or ".." in parts:
+        raise LabelFileError(
+            f"image Path {path_value!r}: expected a relative path '<dataset folder>/<split>/...' "
+            "without '..'"
+        )
+    return Path(root).joinpath(*parts[1:])
+
+
+def check_image_size(image_size: object) -> int:
+    """Return ``image_size`` as an int, or raise :class:`ParameterError` if it is not >= 1."""
+    if (
+        isinstance(image_size, bool)
+        or not isinstance(image_size, numbers.Integral)
+        or int(image_size) < 1
+    ):
+        raise ParameterError(f"image_size is {image_size!r}; expected a positive integer")
+    return int(image_size)
+
+
+def load_grayscale(path: str | os.PathLike, image_size: int) -> np.ndarray:
+    """Decode an image fully, convert it to 8-bit grayscale and resize it to a square.
+
+    Parameters
+    ----------
+    path : str or path-like
+        An image file PIL can read (CheXpert: 8-bit grayscale JPEG).
+    image_size : int
+        Side S of the output.
+
+    Returns
+    -------
+    ndarray uint8, shape [S, S]
+
+    Raises
+    ------
+    MissingFileError
+        If the file does not exist.
+    ImageFileError
+        If the file is not an image, or is corrupt or truncated. Truncated JPEGs are errors:
+        chexlib never sets ``PIL.ImageFile.LOAD_TRUNCATED_IMAGES``.
+    ParameterError
+        If ``image_size`` is not a positive integer.
+    """
+    image_size = check_image_size(image_size)
+    path = Path(path)
+    try:
+        with Image.open(path) as img:
+            img.load()  # decode every byte now, so truncation is caught here and not later
+            gray = img.convert("L")
+    except FileNotFoundError as err:
+        raise MissingFileError(f"image file {path} does not exist") from err
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        raise ImageFileError(f"image file {path} is corrupt or not an image ({err})") from err
+    resized = gray.resize((image_size, image_size), Image.Resampling.BILINEAR)
+    return np.asarray(resized, dtype=np.uint8)

@@ -1,0 +1,259 @@
+"""The parameter schema shared by every notebook of the series.
+
+Every notebook's ``parameters`` cell declares the same names, with the defaults below (the
+``default`` preset). The runner resolves a parameter set (schema defaults <- preset <- YAML file
+<- ``-p`` overrides) and validates it here before any notebook starts: an unknown name, a wrong
+type or an out-of-range value stops the run with a message naming the parameter and what is
+allowed.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib.resources
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from chexlib.errors import MissingFileError, ParameterError
+from chexlib.observations import OBSERVATIONS, UNCERTAINTY_POLICIES
+
+
+@dataclass(frozen=True)
+class Param:
+    """One parameter: its type, default, constraint and a one-line description."""
+
+    type: type
+    default: Any
+    help: str
+    choices: tuple | None = None
+    low: float | None = None
+    high: float | None = None
+    item_choices: tuple | None = None  # allowed items of a list parameter
+    check: Callable[[Any], str | None] | None = None
+
+
+SCHEMA: dict[str, Param] = {
+    "dataset": Param(str, "phantom", "data set: the built-in phantom or the real CheXpert",
+                     choices=("phantom", "chexpert")),
+    "data_root": Param(str, "data/phantom",
+                       "folder holding train.csv and valid.csv (relative to the repository)"),
+    "phantom_n_train": Param(int, 2000, "phantom: images in train.csv", low=10, high=1_000_000),
+    "phantom_n_valid": Param(int, 234, "phantom: images in valid.csv (CheXpert's has 234)",
+                             low=10, high=100_000),
+    "phantom_seed": Param(int, 0, "phantom: generator seed", low=0, high=2**32 - 1),
+    "image_size": Param(int, 128, "square input size in pixels", low=32, high=1024),
+    "uncertainty_policy": Param(str, "zeros", "uncertain labels: zeros (U-Zeros), ones, ignore",
+                                choices=tuple(UNCERTAINTY_POLICIES)),
+    "val_fraction": Param(float, 0.1, "share of train.csv patients held out for validation",
+                          low=0.01, high=0.5),
+    "epochs": Param(int, 3, "training epochs", low=1, high=1000),
+    "batch_size": Param(int, 16, "mini-batch size (the study used 16)", low=1, high=4096),
+    "lr": Param(float, 1e-4, "Adam learning rate", low=1e-8, high=1.0),
+    "seed": Param(int, 0, "seed for splits, initialisation and sampling", low=0, high=2**32 - 1),
+    "device": Param(str, "auto", "auto (CUDA, then MPS, then CPU), cpu, cuda or mps",
+                    choices=("auto", "cpu", "cuda", "mps")),
+    "num_workers": Param(int, 0, "DataLoader worker processes", low=0, high=64),
+    "cache_dir": Param(str, "", "image cache folder; empty: <data_root>/.cache"),
+    "run_dir": Param(str, "runs/default", "run folder: the hand-off between notebooks"),
+    "classes_to_show": Param(list, ["Cardiomegaly", "Pleural Effusion", "Pneumothorax",
+                                    "Support Devices"],
+                             "observations shown in the figures", item_choices=OBSERVATIONS),
+    "n_examples": Param(int, 8, "example images per gallery", low=1, high=64),
+}
+
+
+def names() -> list[str]:
+    """Names of all parameters, in schema order."""
+    return list(SCHEMA)
+
+
+def defaults() -> dict[str, Any]:
+    """The default value of every parameter (the ``default`` preset)."""
+    return {k: (list(p.default) if isinstance(p.default, list) else p.default)
+            for k, p in SCHEMA.items()}
+
+
+def describe() -> str:
+    """A table of every parameter: name, type, default, allowed values and description."""
+    rows = []
+    for name, p in SCHEMA.items():
+        allowed = _allowed_text(p)
+        rows.append(f"{name:<20} {p.type.__name__:<5} {p.default!r:<28} {allowed:<28} {p.help}")
+    return "\n".join(rows)
+
+
+def _allowed_text(p: Param) -> str:
+    if p.choices:
+        return "one of " + ", ".join(map(str, p.choices))
+    if p.item_choices:
+        return "a list of observation names"
+    if p.low is not None:
+        return _range_text(p)
+    return ""
+
+
+def _range_text(p: Param) -> str:
+    if p.type is int:
+        return f"{int(p.low)} .. {int(p.high)}"
+    return f"{p.low:g} .. {p.high:g}"
+
+
+def validate(params: dict[str, Any], source: str = "parameters") -> dict[str, Any]:
+    """Check a parameter set and return it complete and with canonical types.
+
+    Parameters
+    ----------
+    params : dict
+        Any subset of :data:`SCHEMA`; missing names take their defaults.
+    source : str
+        Where the values came from, used in error messages (a file name, "-p", a preset).
+
+    Raises
+    ------
+    ParameterError
+        For an unknown name (with the closest valid name and the full list), a value of the
+        wrong type, a value outside its range or allowed set.
+    """
+    unknown = [k for k in params if k not in SCHEMA]
+    if unknown:
+        name = unknown[0]
+        close = difflib.get_close_matches(name, list(SCHEMA), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ParameterError(
+            f"{source}: unknown parameter {name!r}{hint}; valid parameters: {', '.join(SCHEMA)}"
+        )
+    out = defaults()
+    for name, value in params.items():
+        out[name] = _coerce(name, SCHEMA[name], value, source)
+    return out
+
+
+def _coerce(name: str, p: Param, value: Any, source: str) -> Any:
+    where = f"{source}: parameter {name!r}"
+    if p.type is bool:
+        if not isinstance(value, bool):
+            raise ParameterError(f"{where} = {value!r} is not true/false")
+        return value
+    if p.type is int:
+        if isinstance(value, bool) or not (
+            isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+        ):
+            raise ParameterError(f"{where} = {value!r} is not a whole number; expected an integer"
+                                 f" in {_range_text(p)}")
+        value = int(value)
+    elif p.type is float:
+        if isinstance(value, str):
+            # YAML 1.1 (PyYAML) reads `lr: 1e-4` as the string "1e-4".
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ParameterError(f"{where} = {value!r} is not a number; expected a number in "
+                                 f"{_range_text(p)}")
+        value = float(value)
+    elif p.type is str:
+        if not isinstance(value, str):
+            raise ParameterError(f"{where} = {value!r} is not a string")
+    elif p.type is list:
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, (list, tuple)):
+            raise ParameterError(f"{where} = {value!r} is not a list")
+        value = list(value)
+        bad = [v for v in value if p.item_choices and v not in p.item_choices]
+        if bad:
+            raise ParameterError(f"{where}: {bad[0]!r} is not allowed; expected items from "
+                                 f"{', '.join(map(str, p.item_choices))}")
+        if not value:
+            raise ParameterError(f"{where} is empty; expected at least one item")
+    if p.choices and value not in p.choices:
+        raise ParameterError(f"{where} = {value!r} is not allowed; expected one of "
+                             f"{', '.join(map(str, p.choices))}")
+    if p.low is not None and not (p.low <= value <= p.high):
+        raise ParameterError(f"{where} = {value!r} is out of range; expected {_range_text(p)}")
+    if p.check is not None:
+        problem = p.check(value)
+        if problem:
+            raise ParameterError(f"{where} = {value!r}: {problem}")
+    return value
+
+
+def preset_names() -> list[str]:
+    """Names of the presets shipped with chexlib (``default``, ``smoke``, ``chexpert``)."""
+    folder = importlib.resources.files("chexlib") / "presets"
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def load_preset(name: str) -> dict[str, Any]:
+    """The overrides a preset makes to the defaults (validated)."""
+    if name not in preset_names():
+        raise ParameterError(f"unknown preset {name!r}; expected one of {', '.join(preset_names())}")
+    text = (importlib.resources.files("chexlib") / "presets" / f"{name}.yaml").read_text()
+    values = yaml.safe_load(text) or {}
+    validate(values, source=f"preset {name!r}")
+    return values
+
+
+def load_file(path: str | os.PathLike) -> dict[str, Any]:
+    """Parameters from a YAML file (a mapping of names to values), validated."""
+    path = Path(path)
+    if not path.is_file():
+        raise MissingFileError(f"parameter file {path} does not exist")
+    try:
+        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        raise ParameterError(f"{path}: not valid YAML ({err})") from err
+    if not isinstance(values, dict):
+        raise ParameterError(f"{path}: expected a mapping of parameter names to values")
+    validate(values, source=str(path))
+    return values
+
+
+def parse_override(text: str) -> Any:
+    """Parse a ``-p KEY VALUE`` value the way YAML would (``3`` -> 3, ``[a, b]`` -> list)."""
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    if isinstance(value, str):
+        # PyYAML (YAML 1.1) reads "1e-3" as a string; a number is what anyone typing it means.
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
+def resolve(preset: str = "default", files: tuple = (), overrides: dict | None = None) -> dict:
+    """Resolve the full parameter set: defaults <- preset <- files (in order) <- overrides."""
+    params = defaults()
+    params.update(load_preset(preset))
+    for f in files:
+        params.update(load_file(f))
+    if overrides:
+        params.update(validate_partial(overrides, source="-p"))
+    return validate(params, source="resolved parameters")
+
+
+def validate_partial(values: dict, source: str) -> dict:
+    """Validate only the given names; return them with canonical types."""
+    full = validate(values, source=source)
+    return {k: full[k] for k in values}
+
+
+def collect(namespace: dict[str, Any]) -> dict[str, Any]:
+    """Pick the schema's names out of a notebook's namespace (``globals()``) and validate them.
+
+    The ``parameters`` cell of each notebook assigns every schema name; papermill injects the
+    overrides after it. This is the one place their values are checked inside a notebook.
+    """
+    missing = [k for k in SCHEMA if k not in namespace]
+    if missing:
+        raise ParameterError(f"the notebook's parameters cell does not define {', '.join(missing)}")
+    return validate({k: namespace[k] for k in SCHEMA}, source="notebook parameters")

@@ -1,0 +1,179 @@
+"""Run the notebook series with papermill into one run folder.
+
+``python -m chexlib run --preset default`` executes ``notebooks/0N_*.ipynb`` in order, each with the
+same validated parameter set, and writes::
+
+    runs/<name>/params.yaml            the resolved parameters
+    runs/<name>/notebooks/0N_*.ipynb   the executed copies (partial ones too, on failure)
+    runs/<name>/figures/  tables/      what the notebooks save
+
+Every cell runs under a timeout (papermill has none by default). A failing notebook stops the
+series with a :class:`NotebookFailed` that names the notebook, the cell and the error.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from chexlib.errors import ChexlibError, MissingFileError, ParameterError
+from chexlib.params import SCHEMA
+from chexlib.session import ROOT_ENV, atomic_write_bytes, ensure_data, project_root, resolve_path
+
+NOTEBOOK_PATTERN = re.compile(r"^\d\d_[A-Za-z0-9_]+\.ipynb$")
+DEFAULT_CELL_TIMEOUT = 3600
+#: Figures of the default run that the README shows, copied to ``figures/`` on request.
+README_FIGURES = ("01_example_gallery.png", "01_label_distribution.png")
+
+
+KERNEL_NAME = "chexlib-python"
+
+
+def install_kernel(folder: Path) -> str:
+    """Make a kernelspec for *this* Python under ``folder`` and put it first on JUPYTER_PATH.
+
+    Papermill looks a kernel up by name, and a ``python3`` kernelspec in the user's or the
+    system's Jupyter folders may point at another interpreter without chexlib. A private
+    kernelspec for ``sys.executable`` makes the notebooks run in the environment that runs the
+    series.
+    """
+    spec_dir = folder / "kernels" / KERNEL_NAME
+    spec = {"argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+            "display_name": "Python (chexlib)", "language": "python"}
+    atomic_write_bytes(spec_dir / "kernel.json", json.dumps(spec, indent=1).encode())
+    paths = [str(folder)] + [p for p in os.environ.get("JUPYTER_PATH", "").split(os.pathsep) if p]
+    os.environ["JUPYTER_PATH"] = os.pathsep.join(dict.fromkeys(paths))
+    return KERNEL_NAME
+
+
+class NotebookFailed(ChexlibError, RuntimeError):
+    """A notebook of the series raised an error or timed out."""
+
+
+@dataclass
+class SeriesResult:
+    """What a run of the series produced."""
+
+    run_dir: Path
+    notebooks: list[Path] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def notebook_paths(notebooks_dir: Path, only: list[str] | None = None) -> list[Path]:
+    """The series' notebooks (``NN_name.ipynb``) in order; ``only`` selects by prefix or name."""
+    if not notebooks_dir.is_dir():
+        raise MissingFileError(f"notebook folder {notebooks_dir} does not exist")
+    paths = sorted(p for p in notebooks_dir.iterdir() if NOTEBOOK_PATTERN.match(p.name))
+    if only:
+        chosen = [p for p in paths if any(p.name.startswith(o) or p.stem == o for o in only)]
+        if len(chosen) == 0:
+            raise ParameterError(
+                f"--notebooks {','.join(only)} matches none of {', '.join(p.name for p in paths)}"
+            )
+        paths = chosen
+    return paths
+
+
+def check_parameters_cell(path: Path) -> None:
+    """Refuse a notebook whose ``parameters`` cell does not declare exactly the schema's names."""
+    import papermill
+
+    declared = set(papermill.inspect_notebook(str(path)))
+    expected = set(SCHEMA)
+    if declared != expected:
+        missing, extra = sorted(expected - declared), sorted(declared - expected)
+        raise ParameterError(
+            f"{path}: the parameters cell must declare the series' parameters; "
+            f"missing {missing or 'none'}, not in the schema {extra or 'none'}"
+        )
+
+
+def run_series(
+    params: dict[str, Any],
+    notebooks: list[str] | None = None,
+    cell_timeout: int = DEFAULT_CELL_TIMEOUT,
+    root: Path | None = None,
+    log_output: bool = True,
+    echo: Callable[[str], None] = print,
+) -> SeriesResult:
+    """Execute the notebooks in order into the run folder.
+
+    Parameters
+    ----------
+    params : dict
+        A resolved, validated parameter set (:func:`chexlib.params.resolve`).
+    notebooks : list of str, optional
+        Run only these (name or ``NN`` prefix); default all, in order.
+    cell_timeout : int
+        Seconds one cell may run before the run stops.
+    root : Path, optional
+        Project folder holding ``notebooks/``; default :func:`chexlib.session.project_root`.
+
+    Raises
+    ------
+    NotebookFailed
+        Naming the notebook, the cell and the error; the partial notebook stays in the run folder.
+    """
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    root = root or project_root()
+    paths = notebook_paths(root / "notebooks", notebooks)
+    for p in paths:
+        check_parameters_cell(p)
+    params = dict(params)
+    run_dir = resolve_path(params["run_dir"], root)
+    params["run_dir"] = str(run_dir)
+    params["data_root"] = str(resolve_path(params["data_root"], root))
+    if params["cache_dir"]:
+        params["cache_dir"] = str(resolve_path(params["cache_dir"], root))
+    (run_dir / "notebooks").mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(run_dir / "params.yaml", yaml.safe_dump(params, sort_keys=False).encode())
+    echo(f"run folder: {run_dir}")
+    ensure_data(params, Path(params["data_root"]))  # generating the phantom shows progress here
+    os.environ[ROOT_ENV] = str(root)
+    kernel = install_kernel(run_dir / ".jupyter")
+    result = SeriesResult(run_dir=run_dir)
+    for path in paths:
+        out = run_dir / "notebooks" / path.name
+        echo(f"executing {path.name} -> {out}")
+        start = time.perf_counter()
+        try:
+            papermill.execute_notebook(
+                str(path), str(out), parameters=params, kernel_name=kernel, cwd=str(root),
+                execution_timeout=cell_timeout, log_output=log_output, progress_bar=False,
+            )
+        except PapermillExecutionError as err:
+            raise NotebookFailed(
+                f"{path.name} failed in cell {err.cell_index} (execution count {err.exec_count}): "
+                f"{err.ename}: {err.evalue}. The partially executed notebook is {out}"
+            ) from err
+        except Exception as err:  # nbclient's CellTimeoutError, a dead kernel, ...
+            raise NotebookFailed(
+                f"{path.name} stopped: {type(err).__name__}: {err}. (Cell timeout: "
+                f"{cell_timeout} s.) The partially executed notebook is {out}"
+            ) from err
+        result.seconds[path.name] = time.perf_counter() - start
+        result.notebooks.append(out)
+        echo(f"  done in {result.seconds[path.name]:.1f} s")
+    return result
+
+
+def copy_readme_figures(run_dir: Path, root: Path) -> list[Path]:
+    """Copy the figures the README shows from a run into ``figures/``."""
+    copied = []
+    for name in README_FIGURES:
+        src = run_dir / "figures" / name
+        if src.is_file():
+            dst = root / "figures" / name
+            atomic_write_bytes(dst, src.read_bytes())
+            copied.append(dst)
+    return copied
