@@ -82,18 +82,47 @@ def notebook_paths(notebooks_dir: Path, only: list[str] | None = None) -> list[P
     return paths
 
 
+def declared_parameters(path: Path) -> dict[str, Any]:
+    """Names and literal values assigned in a notebook's ``parameters``-tagged cell."""
+    import ast
+
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    cells = [c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])]
+    if len(cells) != 1:
+        raise ParameterError(f"{path}: expected exactly one cell tagged 'parameters', found {len(cells)}")
+    declared = {}
+    for node in ast.parse(cells[0].source).body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            declared[node.targets[0].id] = ast.literal_eval(node.value)
+    return declared
+
+
 def check_parameters_cell(path: Path) -> None:
     """Refuse a notebook whose ``parameters`` cell does not declare exactly the schema's names."""
-    import papermill
-
-    declared = set(papermill.inspect_notebook(str(path)))
-    expected = set(SCHEMA)
+    declared, expected = set(declared_parameters(path)), set(SCHEMA)
     if declared != expected:
         missing, extra = sorted(expected - declared), sorted(declared - expected)
         raise ParameterError(
             f"{path}: the parameters cell must declare the series' parameters; "
             f"missing {missing or 'none'}, not in the schema {extra or 'none'}"
         )
+
+
+def _failed_cell_source(notebook: Path) -> str:
+    """First line of the cell that failed, read back from the partially executed notebook."""
+    import nbformat
+
+    try:
+        cells = nbformat.read(notebook, as_version=4).cells
+    except (OSError, ValueError):
+        return "?"
+    for cell in cells:
+        if any(o.get("output_type") == "error" for o in cell.get("outputs", [])):
+            lines = cell.source.strip().splitlines() or [""]
+            return lines[0] if len(lines[0]) <= 80 else lines[0][:77] + "..."
+    return "?"
 
 
 def run_series(
@@ -153,8 +182,9 @@ def run_series(
             )
         except PapermillExecutionError as err:
             raise NotebookFailed(
-                f"{path.name} failed in cell {err.cell_index} (execution count {err.exec_count}): "
-                f"{err.ename}: {err.evalue}. The partially executed notebook is {out}"
+                f"{path.name} failed in the cell with execution count {err.exec_count} "
+                f"(`{_failed_cell_source(out)}`): {err.ename}: {err.evalue}. "
+                f"The partially executed notebook is {out}"
             ) from err
         except Exception as err:  # nbclient's CellTimeoutError, a dead kernel, ...
             raise NotebookFailed(

@@ -10,6 +10,7 @@ import pytest
 
 from chexlib import params as P
 from chexlib.errors import MissingFileError, ParameterError
+from chexlib.runner import declared_parameters
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
@@ -101,10 +102,11 @@ def test_override_values_parse_as_yaml():
 
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.name)
 def test_every_notebook_declares_the_schema_with_its_defaults(notebook):
-    declared = papermill.inspect_notebook(str(notebook))
+    declared = papermill.inspect_notebook(str(notebook))  # papermill's own reading of the cell
     assert set(declared) == set(P.SCHEMA)
     values = {k: ast.literal_eval(v["default"]) for k, v in declared.items()}
     assert values == P.defaults()
+    assert declared_parameters(notebook) == P.defaults()
 
 
 def test_notebooks_are_committed_without_outputs():

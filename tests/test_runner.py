@@ -1,0 +1,126 @@
+"""The papermill runner: a smoke run of every notebook, failures and timeouts reported clearly."""
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+
+from chexlib import params as P
+from chexlib.errors import ParameterError
+from chexlib.runner import NotebookFailed, notebook_paths, run_series
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _fake_chexpert(folder: Path) -> Path:
+    """A folder that satisfies ensure_data for dataset=chexpert (the tests below read no data)."""
+    folder.mkdir(parents=True)
+    for name in ("train.csv", "valid.csv"):
+        (folder / name).write_text("Path\n")
+    return folder
+
+
+def _project(tmp_path: Path, cells: list[str]) -> Path:
+    """A project folder with one notebook: the parameters cell, then ``cells``."""
+    root = tmp_path / "project"
+    (root / "notebooks").mkdir(parents=True)
+    params = "\n".join(f"{k} = {v!r}" for k, v in P.defaults().items())
+    nb = nbformat.v4.new_notebook()
+    first = nbformat.v4.new_code_cell(params)
+    first.metadata["tags"] = ["parameters"]
+    nb.cells = [first] + [nbformat.v4.new_code_cell(c) for c in cells]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, root / "notebooks" / "01_test.ipynb")
+    return root
+
+
+def _params(tmp_path: Path, **over) -> dict:
+    values = {"dataset": "chexpert", "data_root": str(_fake_chexpert(tmp_path / "data")),
+              "run_dir": str(tmp_path / "run"), **over}
+    return P.validate(values)
+
+
+@pytest.mark.slow
+def test_failing_cell_names_notebook_and_cell_and_keeps_partial_output(tmp_path):
+    root = _project(tmp_path, ["x = 1", "raise ValueError('broken on purpose')", "y = 2"])
+    with pytest.raises(NotebookFailed) as err:
+        run_series(_params(tmp_path), root=root, log_output=False, echo=lambda s: None)
+    msg = str(err.value)
+    assert "01_test.ipynb failed in the cell with execution count" in msg
+    assert "(`raise ValueError('broken on purpose')`)" in msg
+    assert "ValueError: broken on purpose" in msg
+    partial = tmp_path / "run" / "notebooks" / "01_test.ipynb"
+    assert str(partial) in msg and partial.is_file()
+    executed = nbformat.read(partial, as_version=4)
+    errors = [o for c in executed.cells if c.cell_type == "code" for o in c.get("outputs", [])
+              if o.get("output_type") == "error"]
+    assert errors and errors[0]["ename"] == "ValueError"
+
+
+@pytest.mark.slow
+def test_cell_timeout_stops_the_run(tmp_path):
+    root = _project(tmp_path, ["import time; time.sleep(60)"])
+    with pytest.raises(NotebookFailed, match=re.compile("01_test.ipynb stopped.*Cell timeout: 3 s", re.S)):
+        run_series(_params(tmp_path), root=root, cell_timeout=3, log_output=False,
+                   echo=lambda s: None)
+
+
+@pytest.mark.slow
+def test_injected_parameters_reach_the_notebook(tmp_path):
+    root = _project(tmp_path, ["import json, pathlib\n"
+                               "pathlib.Path(run_dir, 'seen.json').write_text("
+                               "json.dumps({'epochs': epochs, 'lr': lr}))"])
+    params = _params(tmp_path, epochs=7, lr=0.5)
+    result = run_series(params, root=root, log_output=False, echo=lambda s: None)
+    seen = json.loads((result.run_dir / "seen.json").read_text())
+    assert seen == {"epochs": 7, "lr": 0.5}
+    saved = yaml.safe_load((result.run_dir / "params.yaml").read_text())
+    assert saved["epochs"] == 7 and Path(saved["data_root"]).is_absolute()
+
+
+def test_notebook_missing_a_parameter_is_refused(tmp_path):
+    root = tmp_path / "project"
+    (root / "notebooks").mkdir(parents=True)
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("epochs = 3")
+    cell.metadata["tags"] = ["parameters"]
+    nb.cells = [cell]
+    nbformat.write(nb, root / "notebooks" / "01_x.ipynb")
+    with pytest.raises(ParameterError, match="01_x.ipynb: the parameters cell.*missing"):
+        run_series(_params(tmp_path), root=root, echo=lambda s: None)
+
+
+def test_notebook_selection(tmp_path):
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    for name in ("02_b.ipynb", "01_a.ipynb", "notes.ipynb", "10_c.ipynb"):
+        (folder / name).write_text("{}")
+    assert [p.name for p in notebook_paths(folder)] == ["01_a.ipynb", "02_b.ipynb", "10_c.ipynb"]
+    assert [p.name for p in notebook_paths(folder, ["02"])] == ["02_b.ipynb"]
+    with pytest.raises(ParameterError, match="matches none of"):
+        notebook_paths(folder, ["07"])
+
+
+@pytest.mark.slow
+def test_smoke_run_of_every_notebook(tmp_path):
+    """The README's run command with the smoke preset, through the CLI, into a temporary folder."""
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "chexlib", "run", "--preset", "smoke", "--quiet",
+           "-p", "run_dir", str(run), "-p", "data_root", str(tmp_path / "phantom")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=1800)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    expected = [p.name for p in notebook_paths(ROOT / "notebooks")]
+    executed = sorted(p.name for p in (run / "notebooks").glob("*.ipynb"))
+    assert executed == expected
+    for name in executed:
+        nb = nbformat.read(run / "notebooks" / name, as_version=4)
+        outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+        assert not [o for o in outputs if o.get("output_type") == "error"], name
+        assert nb.metadata["papermill"]["parameters"]["run_dir"] == str(run)
+    figures = {p.name for p in (run / "figures").glob("*.png")}
+    assert {"01_label_distribution.png", "01_example_gallery.png"} <= figures
