@@ -192,17 +192,26 @@ def rle_decode(rle: dict[str, Any]) -> np.ndarray:
 def _decode_checked(rle: Any, where: str) -> np.ndarray:
     """Validate and decode one RLE; ``where`` names it in error messages."""
     if not isinstance(rle, dict):
-        raise MaskFormatError(f"{where}: expected an object with 'size' and 'counts', got {type(rle).__name__}")
+        raise MaskFormatError(
+            f"{where}: expected an object with 'size' and 'counts', got {type(rle).__name__}"
+        )
     for key in ("size", "counts"):
         if key not in rle:
-            raise MaskFormatError(f"{where}: missing {key!r}; expected {{'size': [h, w], 'counts': ...}}")
+            raise MaskFormatError(
+                f"{where}: missing {key!r}; expected {{'size': [h, w], 'counts': ...}}"
+            )
     size = rle["size"]
+    size = size.tolist() if isinstance(size, np.ndarray) else size
     if (
         not isinstance(size, (list, tuple))
         or len(size) != 2
-        or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 0 for v in size)
+        or not all(
+            isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 0 for v in size
+        )
     ):
-        raise MaskFormatError(f"{where}: 'size' is {size!r}; expected [height, width], two integers >= 0")
+        raise MaskFormatError(
+            f"{where}: 'size' is {size!r}; expected [height, width], two integers >= 0"
+        )
     h, w = int(size[0]), int(size[1])
     runs = _runs_from_counts(rle["counts"], where)
     if (runs < 0).any():
@@ -220,7 +229,9 @@ def _runs_from_counts(counts: Any, where: str) -> np.ndarray:
         try:
             return _decompress(counts)
         except (ValueError, UnicodeEncodeError) as err:
-            raise MaskFormatError(f"{where}: 'counts' is not a valid COCO RLE string ({err})") from err
+            raise MaskFormatError(
+                f"{where}: 'counts' is not a valid COCO RLE string ({err})"
+            ) from err
     if isinstance(counts, (list, tuple, np.ndarray)) and len(counts) > 0:
         arr = np.asarray(counts)
         if arr.ndim == 1 and (np.issubdtype(arr.dtype, np.integer)):

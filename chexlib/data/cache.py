@@ -145,7 +145,7 @@ class ImageCache:
         if row in self.failed:
             entry = self.failed[row]
             raise _ERRORS.get(entry["error"], ImageFileError)(entry["message"])
-        return np.asarray(self.array[row])
+        return np.array(self.array[row])  # a copy in memory, not a view of the read-only map
 
     @classmethod
     def open_or_build(
@@ -184,7 +184,9 @@ class ImageCache:
         """
         image_size = check_image_size(image_size)
         if len(df) == 0:
-            raise ParameterError("ImageCache: the label frame has no rows; expected at least one image")
+            raise ParameterError(
+                "ImageCache: the label frame has no rows; expected at least one image"
+            )
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
             raise ParameterError(f"workers is {workers!r}; expected an integer >= 0")
         cache_dir = Path(cache_dir)
@@ -192,7 +194,9 @@ class ImageCache:
         key = cache_key(data_root, df, image_size)
         npy, meta_path = cache_dir / f"{key}.npy", cache_dir / f"{key}.json"
         paths = [resolve_image_path(data_root, p) for p in df["Path"].astype(str)]
-        meta, reason = (None, "force=True") if force else _validate(npy, meta_path, key, len(df), image_size)
+        meta, reason = (
+            (None, "force=True") if force else _validate(npy, meta_path, key, len(df), image_size)
+        )
         if meta is not None:
             cache = cls(npy, meta, rebuilt=False, reason="reused")
             _retry_failed(cache, meta_path, paths, image_size)
@@ -245,7 +249,10 @@ def _validate(
     except (OSError, ValueError, EOFError) as err:
         return None, f"array {npy} is missing or corrupt ({err})"
     if arr.shape != (n, size, size) or arr.dtype != np.uint8:
-        return None, f"array shape {arr.shape} {arr.dtype} does not match ({n}, {size}, {size}) uint8"
+        return (
+            None,
+            f"array shape {arr.shape} {arr.dtype} does not match ({n}, {size}, {size}) uint8",
+        )
     return meta, "valid"
 
 
@@ -277,14 +284,20 @@ def _retry_failed(cache: ImageCache, meta_path: Path, paths: list[Path], size: i
 
 def _temp_name(npy: Path) -> Path:
     # Host and pid in the name let a later build recognise temp files of dead builds.
-    return npy.with_name(f".{npy.stem}.{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    return npy.with_name(
+        f".{npy.stem}.{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+    )
 
 
-def _build(npy: Path, paths: list[Path], size: int, workers: int, progress: bool) -> dict[int, dict]:
+def _build(
+    npy: Path, paths: list[Path], size: int, workers: int, progress: bool
+) -> dict[int, dict]:
     """Decode every image into a temporary .npy, then rename it to ``npy``. Returns failures."""
     tmp = _temp_name(npy)
     try:
-        arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(paths), size, size))
+        arr = np.lib.format.open_memmap(
+            tmp, mode="w+", dtype=np.uint8, shape=(len(paths), size, size)
+        )
         del arr  # workers (or _fill_rows) reopen it; the header is written already
         bar = tqdm(total=len(paths), desc=f"caching images at {size}x{size}", disable=not progress)
         with bar:
@@ -312,7 +325,11 @@ def _fill_rows(tmp: str, start: int, paths: list[str], size: int, step=None) -> 
         try:
             arr[start + offset] = load_grayscale(path, size)
         except (MissingFileError, ImageFileError) as err:
-            failed[start + offset] = {"path": path, "error": type(err).__name__, "message": str(err)}
+            failed[start + offset] = {
+                "path": path,
+                "error": type(err).__name__,
+                "message": str(err),
+            }
         if step is not None:
             step(1)
     arr.flush()

@@ -89,7 +89,9 @@ class CheXpertDataset(Dataset):
     ) -> None:
         self.root = Path(root)
         if not self.root.is_dir():
-            raise MissingFileError(f"data root {self.root} is not a folder; expected the folder holding train.csv")
+            raise MissingFileError(
+                f"data root {self.root} is not a folder; expected the folder holding train.csv"
+            )
         self.labels = _label_frame(self.root, labels)
         self.image_size = check_image_size(image_size)
         self.policy = policy
@@ -101,7 +103,12 @@ class CheXpertDataset(Dataset):
         self.cache = None
         if cache_dir is not None:
             self.cache = ImageCache.open_or_build(
-                self.root, self.labels, self.image_size, cache_dir, workers=cache_workers, progress=progress
+                self.root,
+                self.labels,
+                self.image_size,
+                cache_dir,
+                workers=cache_workers,
+                progress=progress,
             )
 
     def __len__(self) -> int:
@@ -159,11 +166,14 @@ def _label_frame(root: Path, labels: pd.DataFrame | str) -> pd.DataFrame:
         return read_labels(root / f"{labels}.csv")
     if not isinstance(labels, pd.DataFrame):
         raise ParameterError(
-            f"labels is a {type(labels).__name__}; expected a DataFrame or a split name like 'train'"
+            f"labels is a {type(labels).__name__}; "
+            "expected a DataFrame or a split name like 'train'"
         )
     missing = [c for c in ("Path", *OBSERVATIONS) if c not in labels.columns]
     if missing:
-        raise LabelFileError(f"the label frame lacks column(s) {missing}; expected read_labels' columns")
+        raise LabelFileError(
+            f"the label frame lacks column(s) {missing}; expected read_labels' columns"
+        )
     return labels
 
 
@@ -172,9 +182,12 @@ def _check_indices(indices: np.ndarray | list[int] | None, n: int) -> np.ndarray
         return np.arange(n, dtype=np.int64)
     arr = np.asarray(indices)
     if arr.ndim != 1 or not (np.issubdtype(arr.dtype, np.integer) or arr.size == 0):
-        raise ParameterError(f"indices: expected a 1-D array of row positions, got shape {arr.shape} {arr.dtype}")
+        raise ParameterError(
+            f"indices: expected a 1-D array of row positions, got shape {arr.shape} {arr.dtype}"
+        )
     if arr.size and (arr.min() < 0 or arr.max() >= n):
         raise ParameterError(
-            f"indices: row positions must be in 0..{n - 1}; got values from {arr.min()} to {arr.max()}"
+            f"indices: row positions must be in 0..{n - 1}; "
+            f"got values from {arr.min()} to {arr.max()}"
         )
     return arr.astype(np.int64)

@@ -36,7 +36,8 @@ def resolve_image_path(root: str | os.PathLike, path_value: str) -> Path:
     root : str or path-like
         The folder that holds ``train.csv`` / ``valid.csv``.
     path_value : str
-        The ``Path`` cell, e.g. ``"CheXpert-v1.0-small/valid/patient64541/study1/view1_frontal.jpg"``.
+        The ``Path`` cell, e.g.
+        ``"CheXpert-v1.0-small/valid/patient64541/study1/view1_frontal.jpg"``.
 
     Returns
     -------
@@ -103,4 +104,4 @@ def load_grayscale(path: str | os.PathLike, image_size: int) -> np.ndarray:
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
         raise ImageFileError(f"image file {path} is corrupt or not an image ({err})") from err
     resized = gray.resize((image_size, image_size), Image.Resampling.BILINEAR)
-    return np.asarray(resized, dtype=np.uint8)
+    return np.array(resized, dtype=np.uint8)  # a writable copy (asarray would be read-only)

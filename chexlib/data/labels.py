@@ -9,7 +9,9 @@ Extra columns are kept as they are; a UTF-8 byte-order mark and Windows line end
 
 from __future__ import annotations
 
+import csv
 import difflib
+import gzip
 import importlib.resources
 import os
 import re
@@ -28,7 +30,6 @@ PATH_PATTERN = re.compile(
 )
 REQUIRED_COLUMNS: tuple[str, ...] = META_COLUMNS + OBSERVATIONS
 _LABEL_VALUES = {"1.0": 1.0, "1": 1.0, "0.0": 0.0, "0": 0.0, "-1.0": -1.0, "-1": -1.0, "": np.nan}
-_FIRST_DATA_LINE = 2  # line 1 is the header
 
 
 def read_labels(path: str | os.PathLike) -> pd.DataFrame:
@@ -58,32 +59,56 @@ def read_labels(path: str | os.PathLike) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise MissingFileError(f"label file {path} does not exist")
-    try:
-        df = pd.read_csv(
-            path, dtype=str, keep_default_na=False, encoding="utf-8-sig", skipinitialspace=False
-        )
-    except pd.errors.EmptyDataError:
-        raise LabelFileError(f"{path}: the file is empty; expected a CheXpert header and rows")
-    except (pd.errors.ParserError, UnicodeDecodeError) as err:
-        raise LabelFileError(f"{path}: not a readable CSV file ({err})") from err
-    df.columns = [c.strip() for c in df.columns]
+    header, rows, lines = _read_cells(path)
+    df = pd.DataFrame(rows, columns=header, dtype=str)
     _check_columns(df, path)
     if len(df) == 0:
         raise LabelFileError(f"{path}: the file has a header but no rows; expected one row per image")
     df = df.apply(lambda col: col.str.strip())
+    df.attrs["lines"] = lines
     _check_paths(df, path)
     labels = _parse_labels(df, path)
     age = _parse_age(df, path)
     out = df.copy()
     out[list(OBSERVATIONS)] = labels
     out["Age"] = age
-    out.attrs["source"] = str(path)
+    out.attrs = {"source": str(path)}
     return out
 
 
-def _line(row: int) -> int:
-    """CSV line number (1-based, header is line 1) of a 0-based data row."""
-    return row + _FIRST_DATA_LINE
+def _read_cells(path: Path) -> tuple[list[str], list[list[str]], np.ndarray]:
+    """Header, rows of cells and the file line of each row; ragged rows are an error.
+
+    The csv module (not pandas) reads the file so that a row with too few or too many cells is
+    caught with its line number instead of being padded with blanks or shifted into an index.
+    """
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rt", encoding="utf-8-sig", newline="") as f:
+            reader = csv.reader(f)
+            header = next(reader, None)
+            if header is None or not any(c.strip() for c in header):
+                raise LabelFileError(f"{path}: the file is empty; expected a CheXpert header and rows")
+            header = [c.strip() for c in header]
+            rows, lines = [], []
+            for row in reader:
+                if not row or (len(row) == 1 and not row[0].strip()):
+                    continue  # blank line
+                if len(row) != len(header):
+                    raise LabelFileError(
+                        f"{path}, line {reader.line_num}: {len(row)} cells, expected "
+                        f"{len(header)} as in the header"
+                    )
+                rows.append(row)
+                lines.append(reader.line_num)
+    except (UnicodeDecodeError, csv.Error, OSError, EOFError) as err:
+        raise LabelFileError(f"{path}: not a readable UTF-8 CSV file ({err})") from err
+    return header, rows, np.asarray(lines, dtype=np.int64)
+
+
+def _line(df: pd.DataFrame, row: int) -> int:
+    """File line number (1-based, the header is line 1) of a 0-based data row."""
+    return int(df.attrs["lines"][row])
 
 
 def _check_columns(df: pd.DataFrame, path: Path) -> None:
@@ -109,14 +134,14 @@ def _check_paths(df: pd.DataFrame, path: Path) -> None:
     if not fits.all():
         row = int(np.flatnonzero(~fits.to_numpy())[0])
         raise LabelFileError(
-            f"{path}, line {_line(row)}: Path {paths.iloc[row]!r} does not fit the CheXpert pattern "
+            f"{path}, line {_line(df, row)}: Path {paths.iloc[row]!r} does not fit the CheXpert pattern "
             "'<dataset>/<train|valid|test>/patientNNNNN/studyN/viewN_<frontal|lateral>.jpg'"
         )
     dup = paths.duplicated(keep=False)
     if dup.any():
         rows = np.flatnonzero(dup.to_numpy())
         first = paths.iloc[rows[0]]
-        lines = [_line(r) for r in rows if paths.iloc[r] == first]
+        lines = [_line(df, r) for r in rows if paths.iloc[r] == first]
         raise LabelFileError(
             f"{path}: duplicate image path {first!r} on lines {', '.join(map(str, lines))} "
             f"({dup.sum()} rows share a path); expected each image once"
@@ -131,7 +156,7 @@ def _parse_labels(df: pd.DataFrame, path: Path) -> np.ndarray:
         if not valid.all():
             row = int(np.flatnonzero(~valid.to_numpy())[0])
             raise LabelFileError(
-                f"{path}, line {_line(row)}, column {name!r}: label {cells.iloc[row]!r} is not "
+                f"{path}, line {_line(df, row)}, column {name!r}: label {cells.iloc[row]!r} is not "
                 "allowed; expected 1.0, 0.0, -1.0 or blank"
             )
         out[:, j] = cells.map(_LABEL_VALUES).to_numpy(dtype=np.float64)
@@ -140,11 +165,11 @@ def _parse_labels(df: pd.DataFrame, path: Path) -> np.ndarray:
 
 def _parse_age(df: pd.DataFrame, path: Path) -> np.ndarray:
     age = pd.to_numeric(df["Age"], errors="coerce")
-    bad = age.isna() | (age < 0) | (age > 130)
+    bad = age.isna() | (age < 0) | (age > 130) | (age % 1 != 0)
     if bad.any():
         row = int(np.flatnonzero(bad.to_numpy())[0])
         raise LabelFileError(
-            f"{path}, line {_line(row)}, column 'Age': {df['Age'].iloc[row]!r} is not an age; "
+            f"{path}, line {_line(df, row)}, column 'Age': {df['Age'].iloc[row]!r} is not an age; "
             "expected a whole number of years between 0 and 130"
         )
     return age.to_numpy().astype(np.int64)

@@ -56,7 +56,7 @@ def patient_split(
         raise ParameterError(f"val_fraction is {val_fraction!r}; expected a number in (0, 1)")
     pids = _patients(df)
     patients = np.unique(pids)  # sorted, so the row order cannot matter
-    n_val = int(round(float(val_fraction) * len(patients)))
+    n_val = round(float(val_fraction) * len(patients))
     if n_val == 0 or n_val == len(patients):
         side = "validation" if n_val == 0 else "training"
         raise ParameterError(
@@ -89,7 +89,8 @@ def _patients(df: pd.DataFrame) -> np.ndarray:
     """Patient id of every row as a numpy array of str, [N]."""
     if "Path" not in df.columns:
         raise LabelFileError(
-            f"patient_split: the labels have no 'Path' column (columns: {list(df.columns)[:6]}...); "
+            f"patient_split: the labels have no 'Path' column "
+            f"(columns: {list(df.columns)[:6]}...); "
             "expected a CheXpert label frame"
         )
     pids = patient_ids(df)
