@@ -400,3 +400,27 @@ def read_chexlocalize(path: str | os.PathLike) -> dict[str, dict[str, dict[str, 
             _decode_checked(rle, where)
             out[image_id][name] = {"size": [int(v) for v in rle["size"]], "counts": rle["counts"]}
     return out
+
+
+def load_split_masks(
+    root: str | os.PathLike, split: str
+) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, dict[str, np.ndarray]]]:
+    """Decoded ground-truth masks of one split of a data folder, if it has any.
+
+    The phantom writes ``masks/<split>_findings.json`` (one mask per drawn finding) and
+    ``masks/<split>_shortcut.json`` (its planted "PORTABLE" marker). The real CheXpert has
+    neither; CheXlocalize's annotations can be put there under the same name.
+
+    Returns
+    -------
+    findings, shortcut : dict
+        image id (:func:`chexlocalize_image_id`) -> name -> bool mask [H, W]; empty dicts when
+        the file does not exist.
+    """
+    out = []
+    for kind in ("findings", "shortcut"):
+        path = Path(root) / "masks" / f"{split}_{kind}.json"
+        table = read_chexlocalize(path) if path.is_file() else {}
+        out.append({image_id: {name: rle_decode(rle) for name, rle in per.items()}
+                    for image_id, per in table.items()})
+    return out[0], out[1]

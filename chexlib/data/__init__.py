@@ -15,7 +15,7 @@ from chexlib.data.dataset import (
     denormalize,
     normalize,
 )
-from chexlib.data.images import load_grayscale, resolve_image_path
+from chexlib.data.images import load_grayscale, read_radiograph, resolve_image_path
 from chexlib.data.labels import (
     PATH_PATTERN,
     chexpert_train_labels,
@@ -44,6 +44,7 @@ __all__ = [
     "patient_ids",
     "patient_split",
     "read_labels",
+    "read_radiograph",
     "resolve_image_path",
     "split_frame",
     "study_ids",

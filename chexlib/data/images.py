@@ -69,6 +69,32 @@ def check_image_size(image_size: object) -> int:
     return int(image_size)
 
 
+def read_radiograph(path: str | os.PathLike) -> np.ndarray:
+    """Decode an image fully into 8-bit grayscale at its own size (for display and masks).
+
+    Returns
+    -------
+    ndarray uint8, shape [H, W]
+
+    Raises
+    ------
+    MissingFileError, ImageFileError
+        As :func:`load_grayscale`.
+    """
+    return np.array(_open_gray(Path(path)), dtype=np.uint8)
+
+
+def _open_gray(path: Path) -> Image.Image:
+    try:
+        with Image.open(path) as img:
+            img.load()  # decode every byte now, so truncation is caught here and not later
+            return img.convert("L")
+    except FileNotFoundError as err:
+        raise MissingFileError(f"image file {path} does not exist") from err
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        raise ImageFileError(f"image file {path} is corrupt or not an image ({err})") from err
+
+
 def load_grayscale(path: str | os.PathLike, image_size: int) -> np.ndarray:
     """Decode an image fully, convert it to 8-bit grayscale and resize it to a square.
 
@@ -94,14 +120,6 @@ def load_grayscale(path: str | os.PathLike, image_size: int) -> np.ndarray:
         If ``image_size`` is not a positive integer.
     """
     image_size = check_image_size(image_size)
-    path = Path(path)
-    try:
-        with Image.open(path) as img:
-            img.load()  # decode every byte now, so truncation is caught here and not later
-            gray = img.convert("L")
-    except FileNotFoundError as err:
-        raise MissingFileError(f"image file {path} does not exist") from err
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
-        raise ImageFileError(f"image file {path} is corrupt or not an image ({err})") from err
+    gray = _open_gray(Path(path))
     resized = gray.resize((image_size, image_size), Image.Resampling.BILINEAR)
     return np.array(resized, dtype=np.uint8)  # a writable copy (asarray would be read-only)
