@@ -24,13 +24,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
 
 from chexlib.errors import MaskFormatError, MissingFileError
+from chexlib.files import atomic_write_json
 
 _OFFSET = 48  # characters start at "0"
 _MORE = 0x20  # continuation bit of a character
@@ -324,17 +324,7 @@ def write_chexlocalize(
             str(name): _entry_for_json(value, f"masks[{image_id!r}][{name!r}]")
             for name, value in per_class.items()
         }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(doc, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_json(path, doc)
 
 
 def _entry_for_json(value: Any, where: str) -> dict[str, Any]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import textwrap
+
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -92,14 +94,14 @@ def gallery(images: list[np.ndarray], titles: list[str],
         legend entry per observation.
     """
     rows = int(np.ceil(len(images) / columns))
-    fig, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 3.5 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 3.8 * rows), squeeze=False)
     colour_of: dict[str, tuple] = {}
     for k, ax in enumerate(axes.flat):
         ax.axis("off")
         if k >= len(images):
             continue
         ax.imshow(images[k], cmap="gray")
-        ax.set_title(titles[k], fontsize=8)
+        ax.set_title(textwrap.fill(titles[k], 38), fontsize=8)
         for name, mask in (outlines[k] if outlines else {}).items():
             colour = colour_of.setdefault(name, OUTLINE_COLOURS[len(colour_of) % 10])
             if mask.any():

@@ -25,8 +25,9 @@ from typing import Any, Callable
 import yaml
 
 from chexlib.errors import ChexlibError, MissingFileError, ParameterError
+from chexlib.files import atomic_write_bytes
 from chexlib.params import SCHEMA
-from chexlib.session import ROOT_ENV, atomic_write_bytes, ensure_data, project_root, resolve_path
+from chexlib.session import ROOT_ENV, ensure_data, project_root, resolve_path
 
 NOTEBOOK_PATTERN = re.compile(r"^\d\d_[A-Za-z0-9_]+\.ipynb$")
 DEFAULT_CELL_TIMEOUT = 3600
@@ -151,9 +152,6 @@ def run_series(
     NotebookFailed
         Naming the notebook, the cell and the error; the partial notebook stays in the run folder.
     """
-    import papermill
-    from papermill.exceptions import PapermillExecutionError
-
     root = root or project_root()
     paths = notebook_paths(root / "notebooks", notebooks)
     for p in paths:
@@ -168,6 +166,21 @@ def run_series(
     atomic_write_bytes(run_dir / "params.yaml", yaml.safe_dump(params, sort_keys=False).encode())
     echo(f"run folder: {run_dir}")
     ensure_data(params, Path(params["data_root"]))  # generating the phantom shows progress here
+    saved_env = {k: os.environ.get(k) for k in (ROOT_ENV, "JUPYTER_PATH")}
+    try:
+        return _execute_all(paths, params, run_dir, root, cell_timeout, log_output, echo)
+    finally:  # the kernel's environment is the run's, not the caller's from now on
+        for key, value in saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _execute_all(paths, params, run_dir, root, cell_timeout, log_output, echo) -> SeriesResult:
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
     os.environ[ROOT_ENV] = str(root)
     kernel = install_kernel(run_dir / ".jupyter")
     result = SeriesResult(run_dir=run_dir)

@@ -124,3 +124,15 @@ def test_smoke_run_of_every_notebook(tmp_path):
         assert nb.metadata["papermill"]["parameters"]["run_dir"] == str(run)
     figures = {p.name for p in (run / "figures").glob("*.png")}
     assert {"01_label_distribution.png", "01_example_gallery.png"} <= figures
+
+
+@pytest.mark.slow
+def test_run_series_leaves_the_callers_environment_alone(tmp_path, monkeypatch):
+    import os
+
+    monkeypatch.delenv("CHEXLIB_ROOT", raising=False)
+    monkeypatch.setenv("JUPYTER_PATH", "/somewhere")
+    root = _project(tmp_path, ["x = 1"])
+    run_series(_params(tmp_path), root=root, log_output=False, echo=lambda s: None)
+    assert "CHEXLIB_ROOT" not in os.environ
+    assert os.environ["JUPYTER_PATH"] == "/somewhere"

@@ -6,8 +6,12 @@ import pytest
 from PIL import Image
 
 from chexlib.data import read_radiograph
-from chexlib.data.summary import (cooccurrence, distribution_table, pick_examples,
-                                  policy_positive_rates)
+from chexlib.data.summary import (
+    cooccurrence,
+    distribution_table,
+    pick_examples,
+    policy_positive_rates,
+)
 from chexlib.errors import ImageFileError
 from chexlib.masks import load_split_masks, write_chexlocalize
 from chexlib.observations import OBSERVATIONS

@@ -47,6 +47,7 @@ from tqdm.auto import tqdm
 
 from chexlib.data.images import RESIZE_METHOD, check_image_size, load_grayscale, resolve_image_path
 from chexlib.errors import ImageFileError, MissingFileError, ParameterError
+from chexlib.files import atomic_write_json
 
 #: Bump when the file layout or the meaning of the stored pixels changes.
 CACHE_VERSION = 1
@@ -219,7 +220,7 @@ class ImageCache:
             "n_ok": len(df) - len(failed),
             "failed": {str(k): v for k, v in sorted(failed.items())},
         }
-        _write_json_atomic(meta_path, meta)  # last step: from now on the cache counts as valid
+        atomic_write_json(meta_path, meta, indent=1)  # last step: from now on the cache counts as valid
         if failed:
             _log.warning("image cache %s: %d image(s) failed to decode", npy, len(failed))
         return cls(npy, meta, rebuilt=True, reason=reason)
@@ -274,7 +275,7 @@ def _retry_failed(cache: ImageCache, meta_path: Path, paths: list[Path], size: i
     del arr
     cache.meta["failed"] = {str(k): v for k, v in sorted(cache.failed.items())}
     cache.meta["n_ok"] = len(cache) - len(cache.failed)
-    _write_json_atomic(meta_path, cache.meta)
+    atomic_write_json(meta_path, cache.meta, indent=1)
 
 
 # --------------------------------------------------------------------------------------------
@@ -374,16 +375,3 @@ def _process_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
-
-
-def _write_json_atomic(path: Path, doc: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(doc, f, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise

@@ -186,8 +186,15 @@ def study_ids(df: pd.DataFrame) -> pd.Series:
     return parts["patient"] + "/" + parts["study"]
 
 
-def chexpert_train_labels_path() -> Path:
-    """Path of the real CheXpert ``train.csv`` shipped inside the installed torchxrayvision.
+def torchxrayvision_file(name: str, purpose: str) -> Path:
+    """Path of a data file that the installed torchxrayvision package ships (never copied).
+
+    Parameters
+    ----------
+    name : str
+        File name inside ``torchxrayvision/data/``.
+    purpose : str
+        What chexlib needs it for, for the error message (e.g. "CheXpert's train.csv").
 
     Raises
     ------
@@ -198,16 +205,21 @@ def chexpert_train_labels_path() -> Path:
         root = importlib.resources.files("torchxrayvision")
     except ModuleNotFoundError as err:
         raise MissingFileError(
-            "the real CheXpert train.csv comes from the torchxrayvision package, which is not "
-            "installed: run `pip install torchxrayvision`"
+            f"{purpose} comes from the torchxrayvision package, which is not installed: "
+            "run `pip install torchxrayvision`"
         ) from err
-    path = Path(str(root / "data" / "chexpert_train.csv.gz"))
+    path = Path(str(root / "data" / name))
     if not path.is_file():
         raise MissingFileError(
-            f"{path} does not exist: this torchxrayvision version does not ship CheXpert's "
-            "train.csv; install torchxrayvision>=1.2"
+            f"{path} does not exist: this torchxrayvision version does not ship {purpose}; "
+            "install torchxrayvision>=1.2"
         )
     return path
+
+
+def chexpert_train_labels_path() -> Path:
+    """Path of the real CheXpert ``train.csv`` shipped inside the installed torchxrayvision."""
+    return torchxrayvision_file("chexpert_train.csv.gz", "the real CheXpert train.csv")
 
 
 def chexpert_train_labels() -> pd.DataFrame:

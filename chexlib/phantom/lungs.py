@@ -12,7 +12,6 @@ Nothing is copied out of the installed package: the masks live in memory only.
 
 from __future__ import annotations
 
-import importlib.resources
 import io
 import zipfile
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
+from chexlib.data.labels import torchxrayvision_file
 from chexlib.errors import MissingFileError
 
 #: Side of the canonical square every lung mask is resized to (pixels).
@@ -60,27 +60,8 @@ class LungLibrary:
 
 
 def lung_masks_path() -> Path:
-    """Path of ``semantic_masks_v7labs_lungs.zip`` inside the installed torchxrayvision.
-
-    Raises
-    ------
-    MissingFileError
-        If torchxrayvision is not installed or does not ship the zip.
-    """
-    try:
-        root = importlib.resources.files("torchxrayvision")
-    except ModuleNotFoundError as err:
-        raise MissingFileError(
-            "the phantom's lung shapes come from the torchxrayvision package, which is not "
-            "installed: run `pip install torchxrayvision`"
-        ) from err
-    path = Path(str(root / "data" / "semantic_masks_v7labs_lungs.zip"))
-    if not path.is_file():
-        raise MissingFileError(
-            f"{path} does not exist: this torchxrayvision version does not ship the lung masks; "
-            "install torchxrayvision>=1.2"
-        )
-    return path
+    """Path of ``semantic_masks_v7labs_lungs.zip`` inside the installed torchxrayvision."""
+    return torchxrayvision_file("semantic_masks_v7labs_lungs.zip", "the phantom's real lung shapes")
 
 
 def lung_library() -> LungLibrary:
@@ -115,7 +96,9 @@ def _read_library(path: Path) -> LungLibrary:
                 aspects.append(canonical[1])
                 names.append(name.rsplit("/", 1)[-1])
     if len(names) < 10:
-        raise MissingFileError(f"{path}: only {len(names)} usable lung masks; the file looks damaged")
+        raise MissingFileError(
+            f"{path}: only {len(names)} usable lung masks; the file looks damaged"
+        )
     return LungLibrary(
         masks=np.stack(masks), aspect=np.asarray(aspects, np.float32), names=tuple(names)
     )
@@ -132,7 +115,7 @@ def _canonical(data: bytes) -> tuple[np.ndarray, float] | None:
     scale = _DECODE_SIZE / max(image.size)
     if scale < 1:
         size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-        image = image.resize(size, Image.BILINEAR)
+        image = image.resize(size, Image.NEAREST)  # binary mask: nearest is enough, and fast
     # 255 is lung; 127 marks other structures the annotators drew, which are not lung.
     lung = np.asarray(image) > 190
     lung = _fill_holes(lung)
@@ -171,7 +154,9 @@ def _canonical(data: bytes) -> tuple[np.ndarray, float] | None:
 def _fill_holes(mask: np.ndarray) -> np.ndarray:
     """Fill background regions that do not touch the border (one labelling, faster than scipy's)."""
     background, _ = ndimage.label(~mask)
-    border = np.unique(np.concatenate([background[0], background[-1], background[:, 0], background[:, -1]]))
+    border = np.unique(
+        np.concatenate([background[0], background[-1], background[:, 0], background[:, -1]])
+    )
     return mask | ~np.isin(background, border)
 
 
@@ -210,7 +195,10 @@ def place_lungs(
 def _bilinear_separable(image: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
     """Sample ``image`` [h, w] on the grid ys x xs with bilinear weights; zero outside."""
     padded = np.pad(image, 1)
-    ys, xs = np.clip(ys + 1, 0, padded.shape[0] - 1.001), np.clip(xs + 1, 0, padded.shape[1] - 1.001)
+    ys, xs = (
+        np.clip(ys + 1, 0, padded.shape[0] - 1.001),
+        np.clip(xs + 1, 0, padded.shape[1] - 1.001),
+    )
     y0, x0 = np.floor(ys).astype(np.int64), np.floor(xs).astype(np.int64)
     wy, wx = (ys - y0)[:, None], (xs - x0)[None, :]
     rows0, rows1 = padded[y0], padded[y0 + 1]
