@@ -76,11 +76,15 @@ def ensure_data(params: dict[str, Any], data_root: Path) -> Path:
     if params["dataset"] == "phantom":
         from chexlib.phantom import generate
 
+        # A folder that is already a phantom (complete or interrupted) is regenerated when the
+        # phantom parameters change; any other non-empty folder is refused by generate().
+        is_phantom = any((data_root / n).is_file() for n in ("phantom.json", ".phantom-partial"))
         generate(
             data_root,
             n_train=params["phantom_n_train"],
             n_valid=params["phantom_n_valid"],
             seed=params["phantom_seed"],
+            overwrite=is_phantom,
         )
         return data_root
     for name in ("train.csv", "valid.csv"):
