@@ -126,6 +126,19 @@ class Session:
         atomic_write_bytes(path, buf.getvalue())
         return path
 
+    def save_images(self, images, names, folder: str) -> list[Path]:
+        """Save grayscale images [H, W] as ``<run>/figures/<folder>/<name>.png`` (atomically)."""
+        import io
+
+        from PIL import Image
+
+        paths = []
+        for image, name in zip(images, names):
+            buf = io.BytesIO()
+            Image.fromarray(np.asarray(image, dtype=np.uint8)).save(buf, format="PNG")
+            paths.append(atomic_write_bytes(self.figures_dir / folder / f"{name}.png", buf.getvalue()))
+        return paths
+
     def save_table(self, df, name: str) -> Path:
         """Save a DataFrame as ``<run>/tables/<name>.csv`` (atomically)."""
         path = self.tables_dir / f"{name}.csv"

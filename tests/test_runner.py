@@ -124,6 +124,7 @@ def test_smoke_run_of_every_notebook(tmp_path):
         assert nb.metadata["papermill"]["parameters"]["run_dir"] == str(run)
     figures = {p.name for p in (run / "figures").glob("*.png")}
     assert {"01_label_distribution.png", "01_example_gallery.png"} <= figures
+    assert len(list((run / "figures" / "01_examples").glob("*.png"))) == P.load_preset("smoke")["n_examples"]
 
 
 @pytest.mark.slow

@@ -65,5 +65,9 @@ def test_start_prepares_the_run_folder_and_seeds(tmp_path, monkeypatch):
 
     path = session.save_table(pd.DataFrame({"a": [1]}), "t")
     assert path.read_text().startswith(",a") and oct(os.stat(path).st_mode)[-3:] != "600"
+    saved = session.save_images([np.full((4, 3), 7, np.uint8)], ["img"], "examples")
+    from PIL import Image
+
+    assert np.array(Image.open(saved[0])).tolist() == [[7] * 3] * 4
     with pytest.raises(ParameterError, match="'epochs'"):
         start({**values, "epochs": 0})
