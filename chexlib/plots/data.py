@@ -1,4 +1,4 @@
-"""Figures shared by the notebooks. Each function returns a matplotlib Figure and shows nothing."""
+"""Figures of the data: label distributions, co-occurrence, demographics, galleries."""
 
 from __future__ import annotations
 
