@@ -28,3 +28,11 @@ class ParameterError(ChexlibError, ValueError):
 
 class MaskFormatError(ChexlibError, ValueError):
     """A ground-truth mask file does not follow the CheXlocalize / COCO-RLE format."""
+
+
+class MetricInputError(ChexlibError, ValueError):
+    """Labels, probabilities, groups or options given to chexlib.metrics are malformed."""
+
+
+class CheckpointError(ChexlibError, ValueError):
+    """A checkpoint or weights file is not what was expected, or refused as unsafe or corrupt."""

@@ -59,6 +59,22 @@ SCHEMA: dict[str, Param] = {
                     choices=("auto", "cpu", "cuda", "mps")),
     "num_workers": Param(int, 0, "DataLoader worker processes", low=0, high=64),
     "cache_dir": Param(str, "", "image cache folder; empty: <data_root>/.cache"),
+    "weights": Param(str, "auto", "initial weights: auto (ImageNet if available, else from "
+                     "scratch), imagenet, none, or a checkpoint / state-dict file",
+                     check=lambda v: None if v in ("auto", "imagenet", "none") or v.endswith(
+                         (".pt", ".pth")) else "expected auto, imagenet, none or a .pt/.pth file"),
+    "retrain": Param(bool, False, "train again even if the run folder holds a finished run"),
+    "pos_weight": Param(bool, False, "weight positives by negatives/positives in the loss"),
+    "lr_schedule": Param(str, "none", "learning-rate schedule on validation AUROC",
+                         choices=("none", "plateau")),
+    "early_stopping": Param(int, 0, "stop after this many epochs without improvement (0: off)",
+                            low=0, high=1000),
+    "checkpoint_every": Param(int, 0, "also save the resume point every N steps (0: per epoch)",
+                              low=0, high=10_000_000),
+    "threshold_method": Param(str, "youden", "per-class operating threshold, chosen on the "
+                              "internal validation split", choices=("youden", "f1")),
+    "n_bootstrap": Param(int, 1000, "bootstrap resamples (by patient) for confidence intervals",
+                         low=0, high=100_000),
     "run_dir": Param(str, "runs/default", "run folder: the hand-off between notebooks"),
     "classes_to_show": Param(list, ["Cardiomegaly", "Pleural Effusion", "Pneumothorax",
                                     "Support Devices"],

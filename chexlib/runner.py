@@ -27,7 +27,7 @@ import yaml
 from chexlib.errors import ChexlibError, MissingFileError, ParameterError
 from chexlib.files import atomic_write_bytes
 from chexlib.params import SCHEMA
-from chexlib.session import ROOT_ENV, ensure_data, project_root, resolve_path
+from chexlib.session import ROOT_ENV, absolute_paths, ensure_data, project_root
 
 NOTEBOOK_PATTERN = re.compile(r"^\d\d_[A-Za-z0-9_]+\.ipynb$")
 DEFAULT_CELL_TIMEOUT = 3600
@@ -156,12 +156,8 @@ def run_series(
     paths = notebook_paths(root / "notebooks", notebooks)
     for p in paths:
         check_parameters_cell(p)
-    params = dict(params)
-    run_dir = resolve_path(params["run_dir"], root)
-    params["run_dir"] = str(run_dir)
-    params["data_root"] = str(resolve_path(params["data_root"], root))
-    if params["cache_dir"]:
-        params["cache_dir"] = str(resolve_path(params["cache_dir"], root))
+    params = absolute_paths(params, root)
+    run_dir = Path(params["run_dir"])
     (run_dir / "notebooks").mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(run_dir / "params.yaml", yaml.safe_dump(params, sort_keys=False).encode())
     echo(f"run folder: {run_dir}")

@@ -50,6 +50,16 @@ def resolve_path(value: str, root: Path) -> Path:
     return path if path.is_absolute() else (root / path)
 
 
+def absolute_paths(params: dict[str, Any], root: Path) -> dict[str, Any]:
+    """A copy of ``params`` whose path parameters are absolute (relative ones resolve at ``root``)."""
+    out = dict(params)
+    for name in ("data_root", "run_dir", "cache_dir", "weights"):
+        value = out[name]
+        if value and not (name == "weights" and value in ("auto", "imagenet", "none")):
+            out[name] = str(resolve_path(value, root))
+    return out
+
+
 def seed_everything(seed: int) -> None:
     """Seed Python, numpy and torch, and make torch deterministic on the CPU."""
     import torch
@@ -154,11 +164,10 @@ def start(params: dict[str, Any]) -> Session:
     params : dict
         The notebook's parameters, e.g. ``chexlib.params.collect(globals())``.
     """
-    params = validate(params, source="notebook parameters")
     root = project_root()
-    run_dir = resolve_path(params["run_dir"], root)
-    data_root = resolve_path(params["data_root"], root)
-    cache_dir = resolve_path(params["cache_dir"], root) if params["cache_dir"] else data_root / ".cache"
+    params = absolute_paths(validate(params, source="notebook parameters"), root)
+    run_dir, data_root = Path(params["run_dir"]), Path(params["data_root"])
+    cache_dir = Path(params["cache_dir"]) if params["cache_dir"] else data_root / ".cache"
     for sub in ("figures", "tables"):
         (run_dir / sub).mkdir(parents=True, exist_ok=True)
     ensure_data(params, data_root)

@@ -1,0 +1,143 @@
+"""chexlib.train: loss, batching, resume = uninterrupted, determinism, reuse, device choice."""
+
+import numpy as np
+import pytest
+import torch
+
+from chexlib.errors import ParameterError
+from chexlib.model import densenet121
+from chexlib.train import (
+    LAST,
+    TrainConfig,
+    epoch_batches,
+    fit,
+    masked_bce,
+    positive_weights,
+    select_device,
+)
+
+
+class TensorDataset(torch.utils.data.Dataset):
+    """Random images with learnable labels: a class is positive when its channel patch is bright."""
+
+    def __init__(self, n=20, size=32, seed=0, classes=14):
+        g = torch.Generator().manual_seed(seed)
+        self.images = torch.randn(n, 3, size, size, generator=g)
+        self.targets = (torch.rand(n, classes, generator=g) < 0.4).float().numpy()
+        self.targets[0], self.targets[1] = 1.0, 0.0  # both labels present in every class
+        self.masks = np.ones_like(self.targets)
+        self.masks[2, :3] = 0.0  # some entries ignored, as under U-Ignore
+        for i in range(n):
+            self.images[i, 0, :4, :14] += torch.as_tensor(self.targets[i]).repeat_interleave(1)[:14]
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, i):
+        return self.images[i], torch.as_tensor(self.targets[i]), torch.as_tensor(self.masks[i]), i
+
+
+def _config(**over):
+    base = dict(epochs=2, batch_size=4, lr=1e-3, seed=1, image_size=32, weights="none")
+    return TrainConfig(**{**base, **over})
+
+
+def _weights(path):
+    state = torch.load(path, weights_only=True)["model_state"]
+    return {k: v for k, v in state.items()}
+
+
+def _train(tmp_path, name, config, **kw):
+    torch.manual_seed(0)
+    model = densenet121(num_classes=14, weights="none")
+    return fit(model, TensorDataset(), TensorDataset(n=8, seed=1), config, tmp_path / name,
+               device="cpu", progress=False, log=lambda s: None, **kw)
+
+
+def test_masked_bce_ignores_masked_entries_and_matches_torch():
+    logits = torch.tensor([[2.0, -1.0, 0.5], [0.0, 3.0, -2.0]])
+    targets = torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]])
+    masks = torch.tensor([[1.0, 1.0, 0.0], [1.0, 1.0, 1.0]])
+    keep = masks.bool()
+    expected = torch.nn.functional.binary_cross_entropy_with_logits(logits[keep], targets[keep])
+    assert masked_bce(logits, targets, masks).item() == pytest.approx(expected.item(), rel=1e-6)
+    changed = logits.clone()
+    changed[0, 2] = -50.0  # a masked entry: any value, same loss
+    assert masked_bce(changed, targets, masks).item() == pytest.approx(expected.item(), rel=1e-6)
+    pw = torch.tensor([2.0, 1.0, 3.0])
+    full = torch.nn.functional.binary_cross_entropy_with_logits(logits, targets, pos_weight=pw)
+    assert masked_bce(logits, targets, torch.ones_like(masks), pw).item() == pytest.approx(full.item())
+
+
+def test_positive_weights_are_negatives_over_positives():
+    targets = np.array([[1, 0], [0, 0], [0, 1], [0, 0]], float)
+    masks = np.ones_like(targets)
+    masks[1, 0] = 0  # an ignored negative does not count
+    np.testing.assert_allclose(positive_weights(targets, masks).numpy(), [2.0, 3.0])
+
+
+def test_epoch_batches_are_a_seeded_permutation():
+    a = epoch_batches(10, 4, seed=3, epoch=0)
+    assert sorted(i for b in a for i in b) == list(range(10))
+    assert a == epoch_batches(10, 4, seed=3, epoch=0)
+    assert a != epoch_batches(10, 4, seed=3, epoch=1)
+    single = epoch_batches(9, 4, seed=0, epoch=0)  # 4 + 4 + 1: the lone image is dropped
+    assert [len(b) for b in single] == [4, 4]
+
+
+@pytest.mark.slow
+def test_resumed_training_ends_with_the_same_weights(tmp_path):
+    config = _config()
+    full = _train(tmp_path, "full", config)
+    assert full.status == "trained" and len(full.history) == 2
+    part = _train(tmp_path, "part", config, max_steps=3)  # interrupted mid-epoch 1
+    assert part.status == "interrupted"
+    rest = _train(tmp_path, "part", config, max_steps=4)  # interrupted again in epoch 2
+    assert rest.status == "interrupted"  # resumed at step 3, stopped again at step 7
+    done = _train(tmp_path, "part", config)
+    assert done.status == "resumed"
+    a, b = _weights(full.last_path), _weights(done.last_path)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    np.testing.assert_array_equal(full.history["val_auroc"], done.history["val_auroc"])
+
+
+@pytest.mark.slow
+def test_two_seeded_runs_are_identical_and_a_finished_run_is_reused(tmp_path):
+    config = _config(epochs=1)
+    one, two = _train(tmp_path, "one", config), _train(tmp_path, "two", config)
+    np.testing.assert_array_equal(one.history.to_numpy(), two.history.to_numpy())
+    a, b = _weights(one.best_path), _weights(two.best_path)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    again = _train(tmp_path, "one", config)
+    assert again.status == "reused"
+    retrained = _train(tmp_path, "one", config, retrain=True)
+    assert retrained.status == "trained"
+    assert (tmp_path / "one" / f"{LAST}.previous").is_file()  # the earlier run is kept aside
+
+
+@pytest.mark.slow
+def test_another_configuration_trains_afresh_and_keeps_the_old_checkpoint(tmp_path):
+    _train(tmp_path, "run", _config(epochs=1))
+    other = _train(tmp_path, "run", _config(epochs=1, lr=5e-4))
+    assert other.status == "trained"
+    old = torch.load(tmp_path / "run" / "checkpoint.pt.previous", weights_only=True)
+    assert old["config"]["lr"] == 1e-3
+
+
+def test_select_device():
+    assert select_device("cpu").type == "cpu"
+    assert select_device("auto").type in {"cpu", "cuda", "mps"}
+    with pytest.raises(ParameterError, match="'tpu' is unknown"):
+        select_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ParameterError, match="not available"):
+            select_device("cuda")
+
+
+def test_config_from_params():
+    from chexlib import params as P
+
+    config = TrainConfig.from_params(P.validate({"epochs": 4, "lr": 0.01}))
+    assert config.epochs == 4 and config.lr == 0.01 and config.classes[0] == "No Finding"
