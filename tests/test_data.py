@@ -393,6 +393,17 @@ def test_cache_invalidated_by_csv_size_and_file_list(root, tmp_path):
     assert changed.rebuilt and changed.key != base.key
 
 
+def test_cache_invalidated_when_an_image_is_replaced_under_the_same_csv(root, tmp_path):
+    """A regenerated data set (same CSV and paths, new pixels) must not be served stale."""
+    first = _open(root, tmp_path)
+    labels = read_labels(root / "train.csv")
+    victim = resolve_image_path(root, labels["Path"].iloc[0])
+    Image.fromarray(np.full((50, 40), 200, np.uint8)).save(victim, "JPEG", quality=95)
+    again = _open(root, tmp_path)
+    assert again.rebuilt and again.key != first.key
+    np.testing.assert_array_equal(again.array[0], load_grayscale(victim, 32))
+
+
 @pytest.mark.parametrize(
     "damage",
     ["truncate_npy", "delete_npy", "wrong_shape", "garbage_json", "delete_json", "wrong_key"],
