@@ -51,7 +51,7 @@ SCHEMA: dict[str, Param] = {
                                 choices=tuple(UNCERTAINTY_POLICIES)),
     "val_fraction": Param(float, 0.1, "share of train.csv patients held out for validation",
                           low=0.01, high=0.5),
-    "epochs": Param(int, 3, "training epochs", low=1, high=1000),
+    "epochs": Param(int, 4, "training epochs", low=1, high=1000),
     "batch_size": Param(int, 16, "mini-batch size (the study used 16)", low=1, high=4096),
     "lr": Param(float, 1e-4, "Adam learning rate", low=1e-8, high=1.0),
     "seed": Param(int, 0, "seed for splits, initialisation and sampling", low=0, high=2**32 - 1),

@@ -32,7 +32,8 @@ from chexlib.session import ROOT_ENV, absolute_paths, ensure_data, project_root
 NOTEBOOK_PATTERN = re.compile(r"^\d\d_[A-Za-z0-9_]+\.ipynb$")
 DEFAULT_CELL_TIMEOUT = 3600
 #: Figures of the default run that the README shows, copied to ``figures/`` on request.
-README_FIGURES = ("01_example_gallery.png", "01_label_distribution.png")
+README_FIGURES = ("01_example_gallery.png", "01_label_distribution.png", "02_learning_curves.png",
+                  "03_auroc_comparison.png")
 
 
 KERNEL_NAME = "chexlib-python"

@@ -141,3 +141,42 @@ def test_config_from_params():
 
     config = TrainConfig.from_params(P.validate({"epochs": 4, "lr": 0.01}))
     assert config.epochs == 4 and config.lr == 0.01 and config.classes[0] == "No Finding"
+
+
+@pytest.mark.slow
+def test_auto_weights_without_network_warns_and_still_trains(tmp_path, monkeypatch):
+    from urllib.error import URLError
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))  # no cached ImageNet file
+
+    def refuse(url, *args, **kwargs):
+        raise URLError("test: no network")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", refuse)
+    with pytest.warns(UserWarning, match="TRAINS FROM SCRATCH.*densenet121-a639ec97.pth"):
+        model = densenet121(num_classes=14, weights="auto")
+    assert model.weights_source.startswith("scratch")
+    result = fit(model, TensorDataset(), TensorDataset(n=8, seed=1), _config(epochs=1, weights="auto"),
+                 tmp_path / "run", device="cpu", progress=False, log=lambda s: None)
+    assert result.status == "trained" and np.isfinite(result.history["val_auroc"]).all()
+
+
+@pytest.mark.slow
+def test_early_stopping_and_plateau_schedule_follow_validation_auroc(tmp_path, monkeypatch):
+    import chexlib.train as T
+
+    scores = iter([0.6, 0.7, 0.65, 0.64, 0.63])
+    monkeypatch.setattr(T, "_validate", lambda *a, **k: {"val_loss": 0.5, "val_auroc": next(scores)})
+    tiny = TensorDataset(n=6)
+    stopped = fit(densenet121(num_classes=14), tiny, tiny, _config(epochs=5, early_stopping=2),
+                  tmp_path / "es", device="cpu", progress=False, log=lambda s: None)
+    assert stopped.history["epoch"].tolist() == [1, 2, 3, 4]  # best at 2, two epochs without gain
+    best = torch.load(stopped.best_path, weights_only=True)
+    assert best["best"]["epoch"] == 2
+
+    scores = iter([0.6, 0.7, 0.65, 0.64, 0.63])
+    monkeypatch.setattr(T, "_validate", lambda *a, **k: {"val_loss": 0.5, "val_auroc": next(scores)})
+    plateau = fit(densenet121(num_classes=14), tiny, tiny, _config(epochs=5, lr_schedule="plateau"),
+                  tmp_path / "lr", device="cpu", progress=False, log=lambda s: None)
+    # ReduceLROnPlateau(patience=1) cuts the rate by 10 after the second epoch without gain (4).
+    np.testing.assert_allclose(plateau.history["lr"], [1e-3, 1e-3, 1e-3, 1e-3, 1e-4])

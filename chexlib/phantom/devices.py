@@ -16,8 +16,8 @@ from chexlib.phantom.skeleton import RibBreak, rib_point
 TUBE_BRIGHTNESS = 0.45
 METAL_BRIGHTNESS = 0.9
 #: Fracture: gap (pixels) and step (pixels) between the fragments at full strength.
-FRACTURE_GAP = (3.0, 5.0)
-FRACTURE_STEP = (2.0, 4.0)
+FRACTURE_GAP = (5.0, 8.0)
+FRACTURE_STEP = (3.0, 6.0)
 
 
 def draw_fracture(scene: Scene, rng: np.random.Generator, strength: float) -> np.ndarray:

@@ -24,21 +24,21 @@ from chexlib.phantom.devices import draw_fracture, draw_support_devices
 
 #: Fraction of lung air replaced by fluid / tissue at full strength.
 DENSITY = {
-    "Lung Opacity": 0.35,
-    "Lung Lesion": 0.55,
+    "Lung Opacity": 0.55,
+    "Lung Lesion": 0.8,
     "Edema": 0.4,
-    "Consolidation": 0.65,
-    "Pneumonia": 0.45,
-    "Atelectasis": 0.55,
+    "Consolidation": 0.75,
+    "Pneumonia": 0.55,
+    "Atelectasis": 0.95,
     "Pleural Effusion": 0.85,
-    "Pleural Other": 0.6,
+    "Pleural Other": 0.85,
 }
 #: Cardiothoracic ratio added above 0.5 by cardiomegaly, times the strength (then uniform in range).
 CARDIOMEGALY_CTR_EXCESS = (0.07, 0.15)
 #: Widening of the upper mediastinum by an enlarged cardiomediastinum, times the strength.
 MEDIASTINUM_WIDENING = (0.4, 0.7)
 #: Extra lucency beyond the pleural line of a pneumothorax (air without lung tissue).
-PNEUMOTHORAX_LUCENCY = 0.5
+PNEUMOTHORAX_LUCENCY = 0.3
 #: Brightness of the visceral pleural line, Kerley lines and calcified plaques.
 PLEURAL_LINE = 0.12
 KERLEY_LINES = 0.07
@@ -156,7 +156,7 @@ def draw_pneumothorax(scene: Scene, rng: np.random.Generator, strength: float) -
     lung = scene.lung(side)
     top, bottom = _rows(lung)
     inside = ndimage.distance_transform_edt(lung)
-    depth = scene.box_w * strength * rng.uniform(0.05, 0.11)
+    depth = scene.box_w * strength * rng.uniform(0.03, 0.08)
     lung_cx = float(np.mean(np.flatnonzero(lung.any(axis=0)))) if lung.any() else scene.mid
     lateral = (scene.xx < lung_cx) if side == "R" else (scene.xx > lung_cx)
     extent = top + (bottom - top) * rng.uniform(0.5, 0.8)
@@ -182,11 +182,11 @@ def draw_atelectasis(scene: Scene, rng: np.random.Generator, strength: float) ->
     side = _side(rng)
     base = _zone(scene, side, 0.62, 0.88)
     cy, cx = _pick(base, rng, scene.lung(side))
-    half = scene.box_w * rng.uniform(0.09, 0.16)
+    half = scene.box_w * rng.uniform(0.12, 0.2)
     slope = rng.uniform(-0.25, 0.25)
     ends = np.array([(cx - half, cy - slope * half), (cx + half, cy + slope * half)])
     curve = draw.bezier(np.vstack([ends[0], (cx, cy + rng.uniform(-4, 4)), ends[1]]), n=12)
-    band = draw.polylines(scene.shape, [(curve, rng.uniform(3.0, 6.0), 1.0)])
+    band = draw.polylines(scene.shape, [(curve, rng.uniform(5.0, 9.0), 1.0)])
     soft = draw.blur(band, 1.2) / 0.8
     region = scene.lung(side)
     _opacify(scene, soft * region, DENSITY["Atelectasis"] * strength)
@@ -294,7 +294,7 @@ def draw_lung_lesion(scene: Scene, rng: np.random.Generator, strength: float) ->
     """Round, well-defined density: a nodule (< 3 cm) or, less often, a mass."""
     lungs = scene.lungs()
     radius = scene.box_w * (
-        rng.uniform(0.025, 0.05) if rng.random() < 0.75 else rng.uniform(0.05, 0.08)
+        rng.uniform(0.035, 0.06) if rng.random() < 0.75 else rng.uniform(0.06, 0.09)
     )
     cy, cx = _pick(ndimage.binary_erosion(lungs, iterations=int(radius) + 2), rng, lungs)
     soft = _blob(scene, rng, cy, cx, radius * rng.uniform(0.85, 1.15), radius, 0.06, edge=0.15)
@@ -310,7 +310,7 @@ def draw_pleural_other(scene: Scene, rng: np.random.Generator, strength: float) 
     inside = ndimage.distance_transform_edt(lung)
     centre = top + (bottom - top) * rng.uniform(0.3, 0.75)
     half = (bottom - top) * rng.uniform(0.1, 0.2)
-    thick = scene.box_w * rng.uniform(0.035, 0.06) * (0.6 + 0.4 * strength)
+    thick = scene.box_w * rng.uniform(0.05, 0.08) * (0.6 + 0.4 * strength)
     profile = np.sqrt(np.clip(1.0 - ((scene.yy - centre) / half) ** 2, 0.0, 1.0)) * thick
     lung_cx = float(np.mean(np.flatnonzero(lung.any(axis=0)))) if lung.any() else scene.mid
     lateral = (scene.xx < lung_cx) if side == "R" else (scene.xx > lung_cx)

@@ -43,7 +43,7 @@ from chexlib.phantom.render import ImageSpec, render_image
 
 GENERATOR = "chexlib.phantom"
 #: Bump when the output for given parameters changes: a folder of another version is not reused.
-VERSION = "1.0"
+VERSION = "1.2"
 JPEG_QUALITY = 90
 DEFAULT_N_TRAIN = 2000
 DEFAULT_N_VALID = 234
