@@ -414,3 +414,19 @@ def load_split_masks(
         out.append({image_id: {name: rle_decode(rle) for name, rle in per.items()}
                     for image_id, per in table.items()})
     return out[0], out[1]
+
+
+def resize_mask(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Resize a boolean mask [H, W] to ``shape`` (the model's square input frame).
+
+    A target pixel is inside when at least half of the source area it covers is inside
+    (area interpolation of the 0/1 mask, thresholded at 0.5), so thin structures are neither
+    lost nor inflated by the change of resolution.
+    """
+    from PIL import Image
+
+    mask = np.asarray(mask, dtype=bool)
+    if mask.ndim != 2:
+        raise MaskFormatError(f"resize_mask: expected a 2-D mask, got shape {mask.shape}")
+    resized = Image.fromarray(mask.astype(np.float32)).resize((shape[1], shape[0]), Image.Resampling.BOX)
+    return np.asarray(resized) >= 0.5

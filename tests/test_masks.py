@@ -293,3 +293,16 @@ def test_read_malformed_files(tmp_path):
         read_chexlocalize(_write_json(tmp_path / "list.json", [1, 2]))
     with pytest.raises(MaskFormatError, match="image 'img'.*expected an object"):
         read_chexlocalize(_write_json(tmp_path / "flat.json", {"img": "121"}))
+
+
+def test_resize_mask_by_area():
+    from chexlib.masks import resize_mask
+
+    mask = np.zeros((320, 380), bool)
+    mask[100:200, 50:250] = True
+    small = resize_mask(mask, (64, 64))
+    assert small.shape == (64, 64)
+    # the share of the image covered is kept (area interpolation, then a 0.5 threshold)
+    assert abs(small.mean() - mask.mean()) < 0.02
+    assert small[30, 20] and not small[5, 5]
+    assert resize_mask(np.zeros((10, 10), bool), (4, 4)).sum() == 0
