@@ -3,6 +3,9 @@
 ``chexlib.plots.data``        label distributions, co-occurrence, demographics, galleries (notebook 01)
 ``chexlib.plots.training``    learning curves (notebook 02)
 ``chexlib.plots.evaluation``  ROC/PR curves, calibration, outcome counts (notebook 03)
+``chexlib.plots.heatmaps``    signed relevance maps over radiographs: per class, method, image
+                              (``overlay`` returns its Axes; ``symmetric_limit`` and
+                              ``rgb_heatmap``, from ``chexlib.plots.heatmap_arrays``, arrays)
 """
 
 from chexlib.plots.data import (
@@ -18,6 +21,14 @@ from chexlib.plots.evaluation import (
     reliability_diagram,
     roc_pr_curves,
 )
+from chexlib.plots.heatmaps import (
+    grid_classes,
+    grid_images,
+    grid_methods,
+    overlay,
+    rgb_heatmap,
+    symmetric_limit,
+)
 from chexlib.plots.training import learning_curves
 
 __all__ = [
@@ -25,10 +36,16 @@ __all__ = [
     "cooccurrence_heatmap",
     "demographics",
     "gallery",
+    "grid_classes",
+    "grid_images",
+    "grid_methods",
     "label_distribution_bars",
     "learning_curves",
     "outcome_bars",
+    "overlay",
     "policy_rates",
     "reliability_diagram",
+    "rgb_heatmap",
     "roc_pr_curves",
+    "symmetric_limit",
 ]

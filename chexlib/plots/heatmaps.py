@@ -1,0 +1,297 @@
+"""Heatmap figures: signed relevance maps over the radiograph, per class, per method, per image.
+
+Relevance (LRP) is signed: positive evidence for a class and negative evidence against it. Both are
+drawn on a *diverging* colour map centred on zero with symmetric limits ``[-limit, +limit]``, so
+that 0 always has the centre colour and the negative contributions stay visible. Weak values are
+made transparent (opacity proportional to ``|value| / limit``), so the anatomy shows through.
+Non-negative maps (plain Grad-CAM) use the same scale and simply never reach the negative half.
+
+The colour scale and RGB rendering live in :mod:`chexlib.plots.heatmap_arrays` (re-exported here:
+:func:`symmetric_limit`, :func:`rgb_heatmap`). Every function returns a matplotlib object and
+shows nothing.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Mapping, Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Colormap, Normalize
+
+from chexlib.errors import ParameterError
+from chexlib.plots.heatmap_arrays import (
+    as_numpy,
+    colormap,
+    grayscale,
+    heatmap_2d,
+    limit_or_default,
+    resize_map,
+    rgb_heatmap,
+    rgba,
+    symmetric_limit,
+)
+
+__all__ = ["class_title", "grid_classes", "grid_images", "grid_methods", "overlay",
+           "rgb_heatmap", "symmetric_limit"]
+
+OUTLINE_COLOUR = "lime"  # distinct from the red/blue/white of the diverging maps
+_OUTCOME_CODES = ("TP", "FP", "FN", "TN")
+
+# --------------------------------------------------------------------------------------------
+# One panel
+# --------------------------------------------------------------------------------------------
+
+def overlay(image, heatmap, limit: float | None = None, alpha: float = 0.5,
+            cmap: str | Colormap = "bwr", ax: plt.Axes | None = None, outline=None,
+            title: str | None = None, colorbar: bool = False) -> plt.Axes:
+    """Draw a signed heatmap over the grayscale radiograph.
+
+    Parameters
+    ----------
+    image : ndarray or Tensor
+        [H, W] in [0, 1] or uint8, or a normalised [3, H, W] tensor (see :func:`grayscale`).
+    heatmap : ndarray or Tensor, shape [h, w]
+        Signed map; resized bilinearly to [H, W] when its resolution differs from the image's.
+    limit : float, optional
+        Colour scale ``[-limit, +limit]``; default :func:`symmetric_limit` of the map.
+    alpha : float in [0, 1]
+        Opacity of the strongest values (``|value| >= limit``); weaker values are proportionally
+        more transparent, zero is fully transparent.
+    cmap : str or Colormap
+        A diverging colour map (zennit palette or matplotlib name), centred on 0.
+    ax : Axes, optional
+        Where to draw; default a new figure.
+    outline : bool ndarray [H, W], optional
+        Ground-truth mask, drawn as a contour (resized nearest-neighbour if its size differs).
+    title : str, optional
+    colorbar : bool
+        Add a colour bar from ``-limit`` to ``+limit``.
+
+    Returns
+    -------
+    Axes
+        The axes drawn on (``ax.figure`` is the figure).
+    """
+    if not 0.0 <= alpha <= 1.0:
+        raise ParameterError(f"overlay: alpha must be in [0, 1], got {alpha}")
+    gray = grayscale(image)
+    h = resize_map(heatmap_2d(heatmap), gray.shape)
+    limit = limit_or_default(h, limit)
+    cm = colormap(cmap)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(4, 4))
+    ax.imshow(gray, cmap="gray", vmin=0.0, vmax=1.0)
+    ax.imshow(rgba(h, limit, cm, alpha))
+    if outline is not None:
+        _draw_outline(ax, outline, gray.shape)
+    if colorbar:
+        mappable = ScalarMappable(norm=Normalize(-limit, limit), cmap=cm)
+        ax.figure.colorbar(mappable, ax=ax, fraction=0.046, pad=0.02, ticks=[-limit, 0, limit],
+                           format="%.2g")
+    ax.set_axis_off()
+    if title:
+        ax.set_title(title, fontsize=8)
+    return ax
+
+
+def _draw_outline(ax: plt.Axes, mask, size: tuple[int, int]) -> None:
+    m = as_numpy(mask).astype(bool)
+    if m.ndim != 2:
+        raise ParameterError(f"outline must be a boolean mask [H, W], got shape {m.shape}")
+    if m.shape != tuple(size):
+        # Nearest neighbour keeps a mask a mask.
+        rows = (np.arange(size[0]) * m.shape[0] // size[0])[:, None]
+        cols = (np.arange(size[1]) * m.shape[1] // size[1])[None, :]
+        m = m[rows, cols]
+    if m.any() and not m.all():
+        ax.contour(m.astype(float), levels=[0.5], colors=[OUTLINE_COLOUR], linewidths=1.0)
+
+
+# --------------------------------------------------------------------------------------------
+# Grids
+# --------------------------------------------------------------------------------------------
+
+def _maps_3d(maps, name: str) -> np.ndarray:
+    x = as_numpy(maps).astype(np.float32)
+    if x.ndim != 3:
+        raise ParameterError(f"{name} must be [K, H, W], got shape {x.shape}")
+    return x
+
+
+def _panel_grid(n: int, columns: int, panel: float = 2.8):
+    """A figure with ``n`` axes in rows of ``columns`` (unused slots removed)."""
+    columns = max(1, min(columns, n))
+    rows = int(np.ceil(n / columns))
+    # Constrained layout makes room for titles and colour bars without overlaps.
+    fig, axes = plt.subplots(rows, columns, figsize=(panel * columns, (panel + 0.5) * rows),
+                             squeeze=False, layout="constrained")
+    for ax in axes.flat[n:]:
+        fig.delaxes(ax)
+    return fig, list(axes.flat[:n])
+
+
+def _draw_panels(fig, axes, images, maps, titles, limits, scale, outlines, alpha, cmap):
+    """Overlay each map on its image; colour bars per panel, or one for a shared scale."""
+    for k, ax in enumerate(axes):
+        outline = None if outlines is None else outlines[k]
+        overlay(images[k], maps[k], limit=limits[k], alpha=alpha, cmap=cmap, ax=ax,
+                outline=outline, title=titles[k], colorbar=scale == "per_map")
+    if scale == "shared":
+        mappable = ScalarMappable(norm=Normalize(-limits[0], limits[0]), cmap=colormap(cmap))
+        fig.colorbar(mappable, ax=axes, fraction=0.02, pad=0.02,
+                     ticks=[-limits[0], 0, limits[0]], format="%.2g", label="relevance")
+
+
+def _label_text(label) -> str:
+    value = float(label)
+    if np.isnan(value):
+        return "label blank"
+    names = {1.0: "positive", 0.0: "negative", -1.0: "uncertain"}
+    return f"label {names.get(value, format(value, 'g'))}"
+
+
+def class_title(name: str, label=None, prob=None, outcome=None) -> str:
+    """Panel title: the class, then its label, probability and outcome where given."""
+    parts = []
+    if label is not None:
+        parts.append(_label_text(label))
+    if prob is not None:
+        parts.append(f"p={float(prob):.2f}")
+    if outcome is not None:
+        if str(outcome) not in _OUTCOME_CODES:
+            raise ParameterError(f"outcome must be one of {_OUTCOME_CODES}, got {outcome!r}")
+        parts.append(str(outcome))
+    head = "\n".join(textwrap.wrap(name, 26))
+    return head + ("\n" + " · ".join(parts) if parts else "")
+
+
+def _per_class(values, k: int, name: str):
+    if values is None:
+        return [None] * k
+    values = list(values)
+    if len(values) != k:
+        raise ParameterError(f"{name} must have one entry per class ({k}), got {len(values)}")
+    return values
+
+
+def grid_classes(image, maps, class_names: Sequence[str], scale: str = "per_map",
+                 probs=None, labels=None, outcomes=None, outlines=None, columns: int = 5,
+                 alpha: float = 0.5, cmap: str | Colormap = "bwr",
+                 percentile: float = 99.5) -> plt.Figure:
+    """One radiograph with the heatmap of each of its classes.
+
+    Parameters
+    ----------
+    image : ndarray or Tensor
+        The radiograph (see :func:`grayscale`).
+    maps : ndarray or Tensor, shape [K, H, W]
+        One signed map per class.
+    class_names : sequence of K str
+    scale : {"per_map", "shared"}
+        See :func:`symmetric_limit`; ``"shared"`` lets the dominant class stand out (LRP
+        relevance of every class is on the scale of its logit).
+    probs, labels : sequences of K numbers, optional
+        Predicted probability; label (1, 0, -1 uncertain, NaN blank).
+    outcomes : sequence of K of "TP" / "FP" / "FN" / "TN", optional
+    outlines : dict class name -> bool mask [H, W], or sequence of K masks or None, optional
+    columns : int
+        Panels per row.
+
+    Returns
+    -------
+    Figure
+        K heatmap axes titled by class (plus colour-bar axes).
+    """
+    m = _maps_3d(maps, "maps")
+    k = len(m)
+    if len(class_names) != k:
+        raise ParameterError(f"class_names has {len(class_names)} names for {k} maps")
+    if isinstance(outlines, Mapping):
+        outlines = [outlines.get(name) for name in class_names]
+    outlines = _per_class(outlines, k, "outlines")
+    probs, labels, outcomes = (_per_class(v, k, n) for v, n in
+                               ((probs, "probs"), (labels, "labels"), (outcomes, "outcomes")))
+    titles = [class_title(class_names[i], labels[i], probs[i], outcomes[i]) for i in range(k)]
+    limits = symmetric_limit(m, scale, percentile)
+    fig, axes = _panel_grid(k, columns)
+    _draw_panels(fig, axes, [image] * k, m, titles, limits, scale, outlines, alpha, cmap)
+    return fig
+
+
+def grid_methods(image, maps_by_method: Mapping[str, object], class_name: str,
+                 scale: str = "per_map", outline=None, columns: int = 6, alpha: float = 0.5,
+                 cmap: str | Colormap = "bwr", percentile: float = 99.5) -> plt.Figure:
+    """One radiograph, one class, the map of every method (LRP composite, Grad-CAM) side by side.
+
+    Parameters
+    ----------
+    image : ndarray or Tensor
+        The radiograph (see :func:`grayscale`).
+    maps_by_method : dict of method name -> ndarray [H, W] (or [h, w], upsampled)
+    class_name : str
+        The figure's title.
+    scale : {"per_map", "shared"}
+        ``"per_map"`` (default): methods differ in scale (LRP sums to the logit, Grad-CAM does
+        not), so each gets its own limit. ``"shared"`` needs maps of one resolution.
+    outline : bool mask [H, W], optional
+        The class's ground truth, drawn on every panel.
+
+    Returns
+    -------
+    Figure
+    """
+    if not maps_by_method:
+        raise ParameterError("grid_methods: maps_by_method is empty")
+    names = list(maps_by_method)
+    maps = [heatmap_2d(maps_by_method[n]) for n in names]
+    limits = _limits_of(maps, scale, percentile)
+    fig, axes = _panel_grid(len(names), columns, panel=3.0)
+    _draw_panels(fig, axes, [image] * len(names), maps, names, limits, scale,
+                 [outline] * len(names), alpha, cmap)
+    fig.suptitle(class_name)
+    return fig
+
+
+def _limits_of(maps: list[np.ndarray], scale: str, percentile: float) -> np.ndarray:
+    """Limits of maps that may differ in size: per map, or the largest of them when shared."""
+    limits = np.array([float(symmetric_limit(m, "per_map", percentile)) for m in maps])
+    if scale not in ("per_map", "shared"):
+        raise ParameterError(f"scale must be 'per_map' or 'shared', got {scale!r}")
+    return np.full_like(limits, limits.max()) if scale == "shared" else limits
+
+
+def grid_images(images: Sequence, maps: Sequence, titles: Sequence[str],
+                scale: str = "per_map", outlines: Sequence | None = None, columns: int = 4,
+                alpha: float = 0.5, cmap: str | Colormap = "bwr",
+                percentile: float = 99.5) -> plt.Figure:
+    """Several radiographs (e.g. TP / FP / FN examples of one class), each with its map.
+
+    Parameters
+    ----------
+    images : sequence of N images (see :func:`grayscale`)
+    maps : sequence of N maps [H, W] (or a [N, H, W] array)
+    titles : sequence of N str
+    scale : {"per_map", "shared"}
+        ``"shared"``: one colour scale for all images (compares relevance across images).
+    outlines : sequence of N bool masks or None, optional
+
+    Returns
+    -------
+    Figure
+    """
+    n = len(images)
+    if len(maps) != n or len(titles) != n:
+        raise ParameterError(
+            f"grid_images: {n} images but {len(maps)} maps and {len(titles)} titles")
+    if n == 0:
+        raise ParameterError("grid_images: no images given")
+    outlines = _per_class(outlines, n, "outlines")
+    hm = [heatmap_2d(m) for m in maps]
+    limits = _limits_of(hm, scale, percentile)
+    fig, axes = _panel_grid(n, columns, panel=3.0)
+    wrapped = ["\n".join(textwrap.wrap(t, 34)) for t in titles]
+    _draw_panels(fig, axes, list(images), hm, wrapped, limits, scale, outlines, alpha, cmap)
+    return fig
