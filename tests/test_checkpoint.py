@@ -32,15 +32,6 @@ from chexlib.observations import OBSERVATIONS
 IMAGE_SIZE = 64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny batches gain nothing from threads, and on a shared 2-core machine two OpenMP
-    # threads can make a DenseNet forward 50x slower. Module scope: set before the module's
-    # other fixtures (the trained model) run; restored afterwards.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def images(seed: int = 0) -> torch.Tensor:
