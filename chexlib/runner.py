@@ -27,6 +27,7 @@ import yaml
 from chexlib.errors import ChexlibError, MissingFileError, ParameterError
 from chexlib.files import atomic_write_bytes
 from chexlib.params import SCHEMA
+from chexlib.progress import PROGRESS_ENV
 from chexlib.session import ROOT_ENV, absolute_paths, ensure_data, project_root
 
 NOTEBOOK_PATTERN = re.compile(r"^\d\d_[A-Za-z0-9_]+\.ipynb$")
@@ -163,7 +164,7 @@ def run_series(
     atomic_write_bytes(run_dir / "params.yaml", yaml.safe_dump(params, sort_keys=False).encode())
     echo(f"run folder: {run_dir}")
     ensure_data(params, Path(params["data_root"]))  # generating the phantom shows progress here
-    saved_env = {k: os.environ.get(k) for k in (ROOT_ENV, "JUPYTER_PATH")}
+    saved_env = {k: os.environ.get(k) for k in (ROOT_ENV, "JUPYTER_PATH", PROGRESS_ENV)}
     try:
         return _execute_all(paths, params, run_dir, root, cell_timeout, log_output, echo)
     finally:  # the kernel's environment is the run's, not the caller's from now on
@@ -179,6 +180,7 @@ def _execute_all(paths, params, run_dir, root, cell_timeout, log_output, echo) -
     from papermill.exceptions import PapermillExecutionError
 
     os.environ[ROOT_ENV] = str(root)
+    os.environ[PROGRESS_ENV] = "text"  # progress bars as text in the papermill log
     kernel = install_kernel(run_dir / ".jupyter")
     result = SeriesResult(run_dir=run_dir)
     for path in paths:

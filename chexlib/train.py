@@ -41,6 +41,7 @@ from chexlib.errors import CheckpointError, ParameterError
 from chexlib.files import atomic_write_text
 from chexlib.metrics import auroc
 from chexlib.observations import OBSERVATIONS
+from chexlib.progress import progress_bar
 
 BEST = "checkpoint.pt"
 LAST = "checkpoint_last.pt"
@@ -151,14 +152,12 @@ def predict(model: nn.Module, dataset: Dataset, batch_size: int = 64,
     logits, probs : ndarray float32, shape [N, C]
         In dataset order.
     """
-    from tqdm.auto import tqdm
-
     device = torch.device(device)
     model.eval().to(device)
     amp = _amp_dtype(device)
     out = []
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
-    for images, *_ in tqdm(loader, desc="predicting", disable=not progress, leave=False):
+    for images, *_ in progress_bar(loader, desc="predicting", disable=not progress, leave=False):
         images = images.to(device)
         if device.type == "cuda":
             images = images.contiguous(memory_format=torch.channels_last)
@@ -353,7 +352,5 @@ def _history_frame(history: list[dict]) -> pd.DataFrame:
 
 
 def _progress(loader, epoch, epochs, enabled, first, total):
-    from tqdm.auto import tqdm
-
-    return tqdm(loader, desc=f"epoch {epoch + 1}/{epochs}", initial=first, total=total,
+    return progress_bar(loader, desc=f"epoch {epoch + 1}/{epochs}", initial=first, total=total,
                 disable=not enabled, leave=False, mininterval=5)

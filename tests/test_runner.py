@@ -132,8 +132,10 @@ def test_run_series_leaves_the_callers_environment_alone(tmp_path, monkeypatch):
     import os
 
     monkeypatch.delenv("CHEXLIB_ROOT", raising=False)
+    monkeypatch.delenv("CHEXLIB_PROGRESS", raising=False)
     monkeypatch.setenv("JUPYTER_PATH", "/somewhere")
     root = _project(tmp_path, ["x = 1"])
     run_series(_params(tmp_path), root=root, log_output=False, echo=lambda s: None)
     assert "CHEXLIB_ROOT" not in os.environ
     assert os.environ["JUPYTER_PATH"] == "/somewhere"
+    assert "CHEXLIB_PROGRESS" not in os.environ

@@ -43,11 +43,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from chexlib.data.images import RESIZE_METHOD, check_image_size, load_grayscale, resolve_image_path
 from chexlib.errors import ImageFileError, MissingFileError, ParameterError
 from chexlib.files import atomic_write_json
+from chexlib.progress import progress_bar
 
 #: Bump when the file layout or the meaning of the stored pixels changes.
 CACHE_VERSION = 1
@@ -314,7 +314,7 @@ def _build(
             tmp, mode="w+", dtype=np.uint8, shape=(len(paths), size, size)
         )
         del arr  # workers (or _fill_rows) reopen it; the header is written already
-        bar = tqdm(total=len(paths), desc=f"caching images at {size}x{size}", disable=not progress)
+        bar = progress_bar(total=len(paths), desc=f"caching images at {size}x{size}", disable=not progress)
         with bar:
             if workers == 0:
                 failed = _fill_rows(str(tmp), 0, [str(p) for p in paths], size, bar.update)

@@ -40,6 +40,7 @@ from chexlib.masks import chexlocalize_image_id, rle_encode, write_chexlocalize
 from chexlib.observations import OBSERVATIONS
 from chexlib.phantom import sampling
 from chexlib.phantom.render import ImageSpec, render_image
+from chexlib.progress import progress_bar
 
 GENERATOR = "chexlib.phantom"
 #: Bump when the output for given parameters changes: a folder of another version is not reused.
@@ -256,9 +257,7 @@ def _specs(plan: sampling.LabelPlan, seed: int) -> list[ImageSpec]:
 
 
 def _run(jobs: list, pool, workers: int, progress: bool) -> list:
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=len(jobs), desc="phantom", unit="img", disable=not progress)
+    bar = progress_bar(total=len(jobs), desc="phantom", unit="img", disable=not progress)
     try:
         if pool is None:
             results = []
