@@ -31,6 +31,7 @@ a checkpoint that could not be reopened is never written.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import pickle
@@ -224,6 +225,20 @@ def model_from_checkpoint(path: str | os.PathLike, **expect: Any) -> tuple[Dense
     if isinstance(location, (str, torch.device)):
         model.to(location)
     return model.eval(), ckpt
+
+
+def weights_fingerprint(model: nn.Module) -> str:
+    """A short hash of the model's parameters and buffers (names, shapes, dtypes and values).
+
+    Equal for equal weights wherever they live (a copy, another device); different after any
+    training step. The heatmap store records it to tell maps of a retrained model apart.
+    """
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        value = tensor.detach().to("cpu").contiguous().reshape(-1)
+        digest.update(f"{name}:{value.dtype}:{tuple(value.shape)};".encode())
+        digest.update(value.view(torch.uint8).numpy().tobytes() if value.numel() else b"")
+    return digest.hexdigest()[:16]
 
 
 def read_torch_file(path: str | os.PathLike, map_location: Any = "cpu") -> Any:

@@ -20,6 +20,7 @@ from typing import Any, Callable
 import yaml
 
 from chexlib.errors import MissingFileError, ParameterError
+from chexlib.methods import LRP_COMPOSITES
 from chexlib.observations import OBSERVATIONS, UNCERTAINTY_POLICIES
 
 
@@ -80,6 +81,14 @@ SCHEMA: dict[str, Param] = {
                                     "Support Devices"],
                              "observations shown in the figures", item_choices=OBSERVATIONS),
     "n_examples": Param(int, 8, "example images per gallery", low=1, high=64),
+    "lrp_composite": Param(str, "epsilon_plus_flat", "LRP composite of the galleries, the stored "
+                           "maps and the browser", choices=tuple(LRP_COMPOSITES)),
+    "composites": Param(list, list(LRP_COMPOSITES), "LRP composites compared side by side",
+                        item_choices=tuple(LRP_COMPOSITES)),
+    "heatmap_scale": Param(str, "per_map", "heatmap colour scale: per_map, or shared by the "
+                           "classes of an image", choices=("per_map", "shared")),
+    "n_explain": Param(int, 32, "reported images whose maps are stored for browsing",
+                       low=1, high=1_000_000),
 }
 
 
@@ -107,7 +116,8 @@ def _allowed_text(p: Param) -> str:
     if p.choices:
         return "one of " + ", ".join(map(str, p.choices))
     if p.item_choices:
-        return "a list of observation names"
+        return "a list of " + ("observation names" if p.item_choices == OBSERVATIONS
+                               else "items from " + ", ".join(p.item_choices))
     if p.low is not None:
         return _range_text(p)
     return ""

@@ -6,6 +6,7 @@ torch's own ``torch.load(weights_only=True)``, and random numbers drawn right af
 
 from __future__ import annotations
 
+import copy
 import io
 import os
 import pickle
@@ -403,3 +404,17 @@ def test_save_checks_its_arguments(tmp_path):
     with pytest.raises(ParameterError, match="without an 'arch'"):
         save(tmp_path / "a", nn.Linear(2, 2))
     assert not (tmp_path / "a").exists()
+
+
+def test_weights_fingerprint_follows_the_weights_not_the_object():
+    from chexlib.checkpoint import weights_fingerprint
+    from chexlib.model import densenet121
+
+    torch.manual_seed(0)
+    model = densenet121(num_classes=14, weights="none")
+    first = weights_fingerprint(model)
+    assert first == weights_fingerprint(copy.deepcopy(model))
+    assert len(first) == 16
+    with torch.no_grad():
+        model.features.norm5.running_var[3] += 1e-3  # a buffer counts too
+    assert weights_fingerprint(model) != first

@@ -211,3 +211,39 @@ def test_non_durable_store_writes_the_same(tmp_path, monkeypatch):
     assert len(fsyncs) == 2 * index_fsyncs + 1
     assert os.path.getsize(tmp_path / "a" / "maps" / "lrp" / f"{IMAGE_ID}.npy") == \
         os.path.getsize(tmp_path / "b" / "maps" / "lrp" / f"{IMAGE_ID}.npy")
+
+
+# ------------------------------------------------------------------ model binding, fill
+
+
+def test_maps_of_another_model_are_stale_and_removed_on_the_next_save(tmp_path):
+    old = MapStore(tmp_path, model="aaaa")
+    old.save("z", IMAGE_ID, np.ones((14, 4, 4)))
+    assert old.has("z", IMAGE_ID)
+    new = MapStore(tmp_path, model="bbbb")
+    assert not new.has("z", IMAGE_ID)  # the run was retrained: never shown as this model's map
+    with pytest.raises(MapNotFoundError, match="retrained"):
+        new.load("z", IMAGE_ID)
+    other = "patient00002_study1_view1_frontal"
+    new.save("z", other, np.full((14, 4, 4), 2.0))
+    assert sorted(new.images("z")) == [other]  # the old model's map is gone
+    assert not old.has("z", other) and new.load("z", other)[0, 0, 0] == 2.0
+    assert MapStore(tmp_path).has("z", other)  # a store without a model reads any
+
+
+def test_fill_computes_only_missing_maps_in_batches(tmp_path):
+    store = MapStore(tmp_path, durable=False)
+    ids = [f"patient{n:05d}_study1_view1_frontal" for n in range(5)]
+    store.save("z", ids[1], np.full((14, 3, 3), 1.0))
+    calls = []
+
+    def compute(positions):
+        calls.append(list(positions))
+        return np.stack([np.full((14, 3, 3), 10.0 + p) for p in positions])
+
+    assert store.fill("z", ids, compute, batch_size=2) == 4
+    assert calls == [[0, 2], [3, 4]]
+    assert [store.load("z", i)[0, 0, 0] for i in ids] == [10.0, 1.0, 12.0, 13.0, 14.0]
+    assert store.fill("z", ids, compute) == 0 and len(calls) == 2
+    with pytest.raises(MapStoreError, match="returned 1 maps for 2 images"):
+        MapStore(tmp_path / "b").fill("z", ids[:2], lambda p: np.ones((1, 14, 3, 3)))

@@ -38,6 +38,11 @@ def test_unknown_parameter_names_the_closest_and_lists_all():
     ("classes_to_show", ["Cardiomegally"], "'Cardiomegally' is not allowed"),
     ("classes_to_show", [], "is empty"),
     ("dataset", "mimic", "expected one of phantom, chexpert"),
+    ("lrp_composite", "gradcam", "expected one of epsilon, z, alpha2_beta1"),
+    ("composites", ["z", "deep_taylor"],
+     "'deep_taylor' is not allowed; expected items from epsilon, z, alpha2_beta1"),
+    ("heatmap_scale", "global", "expected one of per_map, shared"),
+    ("n_explain", 0, "out of range"),
 ])
 def test_bad_values_name_the_parameter_and_what_is_allowed(name, value, expected):
     with pytest.raises(ParameterError) as err:

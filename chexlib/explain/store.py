@@ -110,11 +110,19 @@ class MapStore:
     durable : bool
         ``fsync`` every map before it replaces the old one (default). ``False`` is faster on slow
         disks; a map torn by a power cut is then detected and recomputed.
+    model : str, optional
+        Fingerprint of the model the maps explain (:func:`chexlib.checkpoint.weights_fingerprint`),
+        recorded in each method's index. Maps of another model (the run was retrained) are
+        stale: they read as missing, and the first save under this model removes them.
     """
 
-    def __init__(self, run_dir: str | os.PathLike, durable: bool = True):
+    def __init__(self, run_dir: str | os.PathLike, durable: bool = True,
+                 model: str | None = None):
         self.root = Path(run_dir) / "maps"
         self.durable = durable
+        if model is not None and not (isinstance(model, str) and model):
+            raise MapStoreError(f"model={model!r}: expected a non-empty fingerprint string")
+        self.model = model
 
     # ---------------------------------------------------------------------------------- paths
 
@@ -197,10 +205,14 @@ class MapStore:
     def _ensure_index(self, method: str, classes: tuple[str, ...], size: tuple[int, int]) -> None:
         doc = self.index(method)
         wanted = {"format": FORMAT, "dtype": "float16", "classes": list(classes),
-                  "height": int(size[0]), "width": int(size[1])}
+                  "height": int(size[0]), "width": int(size[1]), "model": self.model}
+        if doc is not None and self._stale(doc):
+            for old in self._index_path(method).parent.glob("*.npy"):
+                old.unlink(missing_ok=True)  # maps of another model: never valid again
+            doc = None
         if doc is None:
             atomic_write_json(self._index_path(method), wanted, indent=1)
-        elif doc != wanted:
+        elif {**doc, "model": self.model} != wanted:
             raise MapStoreError(
                 f"method {method!r} stores classes {doc['classes']} at "
                 f"{doc['height']}x{doc['width']}; got classes {list(classes)} at "
@@ -229,6 +241,10 @@ class MapStore:
         if doc is None or not path.exists():
             raise MapNotFoundError(
                 f"no map stored for method {method!r}, image {path.stem!r} (expected {path})")
+        if self._stale(doc):
+            raise MapNotFoundError(
+                f"the maps of method {method!r} explain model {doc.get('model')!r}, not "
+                f"{self.model!r} (the run was retrained): stale, to be recomputed")
         try:
             x = np.load(path, allow_pickle=False)
         except (OSError, ValueError, EOFError) as err:
@@ -242,6 +258,10 @@ class MapStore:
         if not np.isfinite(x).all():
             raise CorruptMapError(f"{path}: contains NaN or infinite values (never saved so)")
         return x
+
+    def _stale(self, doc: dict) -> bool:
+        """Whether an index was written for another model than this store's."""
+        return self.model is not None and doc.get("model") != self.model
 
     def has(self, method: str, image: str | os.PathLike) -> bool:
         """Whether a valid map is stored (a corrupt file counts as absent)."""
@@ -265,6 +285,39 @@ class MapStore:
             return []
         # Temporary files of atomic writes are hidden (".<name>...tmp"): skip them.
         return sorted(p.stem for p in folder.glob("*.npy") if not p.name.startswith("."))
+
+    def fill(self, method: str, images: Sequence[str | os.PathLike],
+             compute: Callable[[list[int]], object], batch_size: int = 16,
+             classes: Sequence[str] | None = None) -> int:
+        """Compute and store the maps of those ``images`` that have no valid map yet.
+
+        Parameters
+        ----------
+        images : sequence of image paths or ids
+        compute : callable (positions) -> ndarray or Tensor [len(positions), C, H, W]
+            Maps of ``images[p]`` for the given positions; called with up to ``batch_size``
+            positions at a time, only for missing, corrupt or stale maps.
+        classes : sequence of str, optional
+            As in :meth:`save`.
+
+        Returns
+        -------
+        int
+            How many images were computed.
+        """
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise MapStoreError(f"batch_size={batch_size!r}: expected a positive integer")
+        missing = [i for i, image in enumerate(images) if not self.has(method, image)]
+        for start in range(0, len(missing), batch_size):
+            chunk = missing[start:start + batch_size]
+            maps = _to_numpy(compute(chunk))
+            if len(maps) != len(chunk):
+                raise MapStoreError(
+                    f"compute returned {len(maps)} maps for {len(chunk)} images of method "
+                    f"{method!r}; expected one [C, H, W] map stack per image")
+            for position, image_maps in zip(chunk, maps):
+                self.save(method, images[position], image_maps, classes=classes)
+        return len(missing)
 
     def get_or_compute(self, method: str, image: str | os.PathLike,
                        compute: Callable[[], object],

@@ -1,0 +1,197 @@
+"""Benchmark: LRP for all 14 classes from one shared forward pass vs one zennit call per class.
+
+On a random-weight DenseNet-121 with random BatchNorm statistics, compares
+:func:`chexlib.explain.lrp` (composite registered once, one forward, one backward per class)
+with zennit's ``Gradient`` attributor called once per class (a forward and a backward each):
+wall time, the largest difference between the maps, and peak memory of 14 classes vs 1 class.
+
+Peak memory: each case runs in a fresh subprocess, which reports its peak resident memory
+minus the memory after the model and images were built (Linux: the peak-RSS mark is reset with
+``/proc/self/clear_refs`` and read as ``VmHWM``; elsewhere ``ru_maxrss`` minus its value after
+construction); on CUDA,
+``torch.cuda.max_memory_allocated`` over the case instead.
+
+Usage::
+
+    python benchmarks/lrp_all_classes.py [--size 224] [--batch 8] [--composite epsilon_plus_flat]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+
+import torch
+from torch import nn
+from zennit.attribution import Gradient
+
+from chexlib.explain import explainable_copy, lrp
+from chexlib.explain.composites import make_composite
+from chexlib.model import densenet121
+
+NUM_CLASSES = 14
+
+
+def build(size: int, batch: int, device: str) -> tuple[nn.Module, torch.Tensor]:
+    """A random DenseNet-121 (random BN statistics) as an explainable copy, and images."""
+    torch.manual_seed(0)
+    model = densenet121(num_classes=NUM_CLASSES, weights="none")
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for bn in model.modules():
+            if isinstance(bn, nn.BatchNorm2d):
+                n = bn.num_features
+                bn.running_mean.copy_(torch.randn(n, generator=gen) * 0.2)
+                bn.running_var.copy_(torch.rand(n, generator=gen) * 1.5 + 0.5)
+                bn.weight.copy_(torch.rand(n, generator=gen) + 0.5)
+                bn.bias.copy_(torch.randn(n, generator=gen) * 0.2)
+    images = torch.randn(batch, 3, size, size, generator=gen)
+    return explainable_copy(model).to(device), images.to(device)
+
+
+def per_class_zennit(net: nn.Module, images: torch.Tensor, composite: str, classes) -> torch.Tensor:
+    """One zennit attributor call (forward + backward) per class; [B, K, H, W]."""
+    maps = []
+    for k in classes:
+        seed = nn.functional.one_hot(torch.tensor(k), NUM_CLASSES).to(images)
+        with Gradient(net, make_composite(composite)) as attributor:
+            _, relevance = attributor(images.clone(), lambda out, s=seed: out * s)
+        maps.append(relevance.sum(1))
+    return torch.stack(maps, 1)
+
+
+def timed(fn):
+    start = time.perf_counter()
+    result = fn()
+    return result, time.perf_counter() - start
+
+
+def compare(args) -> dict:
+    net, images = build(args.size, args.batch, args.device)
+    classes = list(range(NUM_CLASSES))
+    lrp(net, images[:1], classes=[0], composite=args.composite)  # warm-up (allocator, kernels)
+    shared, t_shared = timed(lambda: lrp(net, images, classes=classes, composite=args.composite))
+    loop, t_loop = timed(lambda: per_class_zennit(net, images, args.composite, classes))
+    return {
+        "t_shared": t_shared,
+        "t_loop": t_loop,
+        "max_abs_diff": (shared - loop).abs().max().item(),
+        "max_abs_map": loop.abs().max().item(),
+    }
+
+
+def _reset_peak_rss() -> bool:
+    """Reset the kernel's peak-RSS mark (Linux ``clear_refs`` 5), so construction's peak does
+    not hide the case's; False where that is not possible."""
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _peak_rss() -> int:
+    """Peak resident memory in bytes: VmHWM where readable, else ``ru_maxrss`` (KiB on Linux)."""
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def peak_case(args) -> None:
+    """Run one case and print its peak memory above the post-construction baseline (bytes)."""
+    net, images = build(args.size, args.batch, args.device)
+    classes = list(range(NUM_CLASSES)) if args.case == "all" else [0]
+    if args.device == "cuda":
+        torch.cuda.synchronize()
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        lrp(net, images, classes=classes, composite=args.composite)
+        peak = torch.cuda.max_memory_allocated() - base
+    else:
+        reset = _reset_peak_rss()
+        base = _current_rss() if reset else _peak_rss()
+        lrp(net, images, classes=classes, composite=args.composite)
+        peak = _peak_rss() - base
+    print(json.dumps({"peak": peak}))
+
+
+def _current_rss() -> int:
+    with open("/proc/self/status") as handle:
+        return next(int(line.split()[1]) * 1024 for line in handle if line.startswith("VmRSS:"))
+
+
+def measure_peak(args, case: str) -> int:
+    command = [
+        sys.executable,
+        __file__,
+        "--case",
+        case,
+        "--size",
+        str(args.size),
+        "--batch",
+        str(args.batch),
+        "--composite",
+        args.composite,
+        "--device",
+        args.device,
+        "--threads",
+        str(args.threads),
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])["peak"]
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--composite", default="epsilon_plus_flat")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--case", choices=("all", "one"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    if args.case:
+        peak_case(args)
+        return 0
+    result = compare(args)
+    peak_all, peak_one = measure_peak(args, "all"), measure_peak(args, "one")
+    speedup = result["t_loop"] / result["t_shared"]
+    mib = 2**20
+    print(
+        f"DenseNet-121, {args.batch} images at {args.size} px, {NUM_CLASSES} classes, "
+        f"{args.composite}, {args.device}, {args.threads} threads"
+    )
+    print(f"{'case':<36}{'value':>14}")
+    print(f"{'zennit Attributor per class (s)':<36}{result['t_loop']:>14.2f}")
+    print(f"{'shared forward, chexlib.lrp (s)':<36}{result['t_shared']:>14.2f}")
+    print(f"{'speed-up (>= 1.3 required)':<36}{speedup:>14.2f}")
+    print(f"{'max |difference| of maps':<36}{result['max_abs_diff']:>14.2e}")
+    print(f"{'max |map|':<36}{result['max_abs_map']:>14.2e}")
+    print(f"{'peak memory, 1 class (MiB)':<36}{peak_one / mib:>14.1f}")
+    print(f"{'peak memory, 14 classes (MiB)':<36}{peak_all / mib:>14.1f}")
+    print(f"{'memory ratio (<= 2 required)':<36}{peak_all / max(peak_one, 1):>14.2f}")
+    if peak_one < mib:
+        print("peak memory of one class is under 1 MiB: too small to compare; use larger --size")
+    ok = (
+        speedup >= 1.3
+        and mib <= peak_one
+        and peak_all <= 2 * peak_one
+        and result["max_abs_diff"] <= 1e-5
+    )
+    print("PASS" if ok else "FAIL")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,122 @@
+"""chexlib.reported and chexlib.plots.galleries on a tiny phantom with made-up predictions.
+
+References: the phantom's own mask files decoded with pycocotools, the probabilities written,
+and outcomes recomputed here from labels, probabilities and thresholds.
+"""
+
+from __future__ import annotations
+
+import json
+
+import matplotlib
+import numpy as np
+import pandas as pd
+import pytest
+from pycocotools import mask as coco_mask
+
+from chexlib import artefacts
+from chexlib.errors import LabelFileError
+from chexlib.masks import resize_mask
+from chexlib.observations import OBSERVATIONS
+from chexlib.phantom import generate
+from chexlib.plots import galleries
+from chexlib.reported import ReportedImages
+
+matplotlib.use("Agg")
+SIZE = 48
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """A phantom (12 reported images) and a run folder with notebook 03's three files."""
+    root = tmp_path_factory.mktemp("phantom")
+    generate(root, n_train=10, n_valid=12, seed=3, workers=1, progress=False)
+    run_dir = tmp_path_factory.mktemp("run")
+    labels = pd.read_csv(root / "valid.csv")
+    paths = labels["Path"].tolist()
+    y = np.nan_to_num(labels[list(OBSERVATIONS)].to_numpy(float)).clip(0, 1)
+    probs = np.random.default_rng(0).uniform(size=y.shape)
+    thresholds = np.full(14, 0.5)
+    table = pd.DataFrame({"threshold": thresholds}, index=list(OBSERVATIONS))
+    outcomes = np.where(probs >= 0.5, np.where(y == 1, "TP", "FP"), np.where(y == 1, "FN", "TN"))
+    artefacts.write_predictions(run_dir / artefacts.PREDICTIONS, paths, y, probs)
+    artefacts.write_thresholds(run_dir / artefacts.THRESHOLDS, table, split="test")
+    artefacts.write_outcomes(run_dir / artefacts.OUTCOMES, paths, outcomes)
+    return root, run_dir, probs, outcomes
+
+
+@pytest.fixture(scope="module")
+def reported(run):
+    root, run_dir, _, _ = run
+    return ReportedImages(run_dir, root, SIZE)
+
+
+def test_joins_predictions_outcomes_and_images(run, reported):
+    _, _, probs, outcomes = run
+    assert len(reported) == 12
+    np.testing.assert_allclose(reported.probs, probs, atol=1e-6)
+    assert reported.images([0, 3]).shape == (2, 3, SIZE, SIZE)
+    assert reported.grayscale(5).shape == (SIZE, SIZE)
+    j = OBSERVATIONS.index("Edema")
+    assert [reported.outcome(i, "Edema") for i in range(12)] == list(outcomes[:, j])
+    assert list(reported.table(2)["outcome"]) == list(outcomes[2])
+
+
+def test_pick_and_example_row_follow_the_outcomes(run, reported):
+    _, _, probs, outcomes = run
+    name = "Support Devices"
+    j = OBSERVATIONS.index(name)
+    tp = np.flatnonzero(outcomes[:, j] == "TP")
+    picked = reported.pick(name, "TP", 3)
+    assert picked == [int(r) for r in tp[np.argsort(-probs[tp, j], kind="stable")][:3]]
+    if len(tp):
+        assert reported.example_row(name) == picked[0]
+    text = reported.title(picked[0] if picked else 0, name)
+    assert name in text and "threshold 0.50" in text
+
+
+def test_outlines_are_the_phantoms_masks_in_the_model_frame(run, reported):
+    root, _, _, _ = run
+    findings = json.loads((root / "masks" / "valid_findings.json").read_text())
+    image_id, per_class = next(iter(findings.items()))
+    name, rle = next(iter(per_class.items()))
+    row = [reported.image_id(i) for i in range(len(reported))].index(image_id)
+    expected = resize_mask(coco_mask.decode(rle).astype(bool), (SIZE, SIZE))
+    np.testing.assert_array_equal(reported.outline(row, name), expected)
+    shortcut = json.loads((root / "masks" / "valid_shortcut.json").read_text())
+    for i in range(len(reported)):
+        has = reported.image_id(i) in shortcut
+        assert (reported.outline(i, "shortcut") is not None) == has
+    absent = next(c for c in OBSERVATIONS if c not in per_class)
+    assert reported.outline(row, absent) is None
+
+
+def test_predictions_of_other_images_are_refused_naming_the_line(run, tmp_path):
+    root, run_dir, _, _ = run
+    for name in (artefacts.PREDICTIONS, artefacts.THRESHOLDS, artefacts.OUTCOMES):
+        (tmp_path / name).write_bytes((run_dir / name).read_bytes())
+    df = pd.read_csv(tmp_path / artefacts.PREDICTIONS)
+    df.loc[4, "Path"] = "valid/patient99999/study1/view1_frontal.jpg"
+    df.to_csv(tmp_path / artefacts.PREDICTIONS, index=False)
+    with pytest.raises(LabelFileError, match=r"predictions.csv.*line 6.*patient99999.*rerun notebook 03"):
+        ReportedImages(tmp_path, root, SIZE)
+
+
+def test_outcome_gallery_shows_each_picked_case_or_says_none(reported):
+    calls = []
+
+    def explain(rows, observation):
+        calls.append((list(rows), observation))
+        return np.random.default_rng(0).normal(size=(len(rows), SIZE, SIZE))
+
+    name = "Lung Opacity"
+    expected = [r for kind in ("TP", "FP", "FN") for r in reported.pick(name, kind, 2)]
+    fig, note = galleries.outcome_gallery(reported, name, explain, n=2)
+    assert calls == [(expected, name)]
+    titled = [ax for ax in fig.axes if ax.get_title()]
+    assert len(titled) == len(expected)
+    kinds = {kind for kind in ("TP", "FP", "FN") if reported.pick(name, kind, 1)}
+    assert all(title.get_title().split(" ·")[0] in kinds for title in titled)
+    assert ("no" in note) == (len(kinds) < 3)
+    fig, note = galleries.outcome_gallery(reported, name, explain, outcomes=())
+    assert fig is None and len(calls) == 1
