@@ -18,3 +18,25 @@ LRP_COMPOSITES: dict[str, str] = {
     "epsilon_gamma_box": "zennit EpsilonGammaBox: z^B on pixels, gamma on convolutions, epsilon on top",
     "montavon2019": "Montavon 2019: z^B pixels, gamma lower, epsilon middle, LRP-0 classifier",
 }
+
+#: The class-activation-map methods (:mod:`chexlib.explain.cam`).
+CAM_METHODS: dict[str, str] = {
+    "gradcam": "Grad-CAM: channel weights = spatially averaged gradients of the class logit",
+    "gradcam_pp": "Grad-CAM++: channel weights = pixel-weighted positive gradients",
+}
+
+#: DenseNet-121's convolutional stages a CAM can look at, by module name, input to output; the
+#: last, the head's ReLU (the rectified final feature maps), is the default.
+CAM_LAYERS: tuple[str, ...] = tuple(
+    f"features.{stage}" for stage in (
+        "conv0", "norm0", "relu0", "pool0", "denseblock1", "transition1", "denseblock2",
+        "transition2", "denseblock3", "transition3", "denseblock4", "norm5")
+) + ("relu",)
+
+
+def cam_method_name(method: str = "gradcam", layer: str = "relu") -> str:
+    """The heatmap-store name of a CAM method on a layer: ``gradcam`` for the default layer,
+    ``gradcam-features.denseblock3`` for another."""
+    if method not in CAM_METHODS:
+        raise ValueError(f"method={method!r}: expected one of {', '.join(CAM_METHODS)}")
+    return method if layer == CAM_LAYERS[-1] else f"{method}-{layer}"

@@ -13,14 +13,15 @@ import difflib
 import importlib.resources
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 
 from chexlib.errors import MissingFileError, ParameterError
-from chexlib.methods import LRP_COMPOSITES
+from chexlib.methods import CAM_LAYERS, LRP_COMPOSITES
 from chexlib.observations import OBSERVATIONS, UNCERTAINTY_POLICIES
 
 
@@ -85,6 +86,8 @@ SCHEMA: dict[str, Param] = {
                            "maps and the browser", choices=tuple(LRP_COMPOSITES)),
     "composites": Param(list, list(LRP_COMPOSITES), "LRP composites compared side by side",
                         item_choices=tuple(LRP_COMPOSITES)),
+    "gradcam_layer": Param(str, "relu", "Grad-CAM layer: the head's ReLU (rectified final feature "
+                           "maps) or a convolutional stage", choices=CAM_LAYERS),
     "heatmap_scale": Param(str, "per_map", "heatmap colour scale: per_map, or shared by the "
                            "classes of an image", choices=("per_map", "shared")),
     "n_explain": Param(int, 32, "reported images whose maps are stored for browsing",

@@ -34,7 +34,8 @@ NOTEBOOK_PATTERN = re.compile(r"^\d\d_[A-Za-z0-9_]+\.ipynb$")
 DEFAULT_CELL_TIMEOUT = 3600
 #: Figures of the default run that the README shows, copied to ``figures/`` on request.
 README_FIGURES = ("01_example_gallery.png", "01_label_distribution.png", "02_learning_curves.png",
-                  "03_auroc_comparison.png", "04_lrp_composites.png", "04_conservation.png")
+                  "03_auroc_comparison.png", "04_lrp_composites.png", "04_conservation.png",
+                  "05_lrp_vs_gradcam.png")
 
 
 KERNEL_NAME = "chexlib-python"

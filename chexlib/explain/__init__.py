@@ -1,13 +1,24 @@
 """chexlib.explain: explanations of the DenseNet-121's predictions.
 
-``chexlib.explain.composites``  named LRP composites (zennit rules per layer)
-``chexlib.explain.lrp``         LRP maps of many classes from one forward pass
-``chexlib.explain.store``       the heatmap store of a run folder (float16 per method and image)
+``chexlib.explain.inputs``        the explainable copy of a model, class names, checked inputs
+``chexlib.explain.composites``    named LRP composites (zennit rules per layer)
+``chexlib.explain.lrp``           LRP maps of many classes from one forward pass
+``chexlib.explain.conservation``  where relevance goes: map sums vs logits and biases
+``chexlib.explain.cam``           the class-activation-map algorithm (one forward, all classes)
+``chexlib.explain.gradcam``       Grad-CAM;  ``chexlib.explain.gradcam_pp``  Grad-CAM++
+``chexlib.explain.store``         the heatmap store of a run folder (float16 per method and image)
 """
 
+from chexlib.explain.cam import DEFAULT_LAYER, layer_names
 from chexlib.explain.composites import LRP_COMPOSITES, lrp_composites, make_composite
-from chexlib.explain.lrp import explainable_copy, lrp
+from chexlib.explain.conservation import batchnorm_shift_share, conservation_table
+from chexlib.explain.gradcam import GradCAM, gradcam
+from chexlib.explain.gradcam_pp import GradCAMPlusPlus, gradcam_pp
+from chexlib.explain.inputs import class_indices, explainable_copy
+from chexlib.explain.lrp import lrp
 from chexlib.explain.store import CorruptMapError, MapNotFoundError, MapStore, MapStoreError
 
-__all__ = ["LRP_COMPOSITES", "CorruptMapError", "MapNotFoundError", "MapStore", "MapStoreError",
-           "explainable_copy", "lrp", "lrp_composites", "make_composite"]
+__all__ = ["DEFAULT_LAYER", "LRP_COMPOSITES", "CorruptMapError", "GradCAM", "GradCAMPlusPlus",
+           "MapNotFoundError", "MapStore", "MapStoreError", "batchnorm_shift_share",
+           "class_indices", "conservation_table", "explainable_copy", "gradcam", "gradcam_pp",
+           "layer_names", "lrp", "lrp_composites", "make_composite"]

@@ -27,7 +27,8 @@ import pandas as pd
 import torch
 from torch import nn
 
-from chexlib.explain.lrp import class_indices, explainable_copy, is_explainable, lrp
+from chexlib.explain.inputs import class_indices, explainable_copy, is_explainable
+from chexlib.explain.lrp import lrp
 from chexlib.observations import OBSERVATIONS
 
 

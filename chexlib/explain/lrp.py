@@ -26,71 +26,26 @@ relevance like biases (``chexlib.explain.composites`` explains why; the tests ch
 
 from __future__ import annotations
 
-import copy
-import numbers
-import weakref
 from collections.abc import Sequence
 
 import torch
-import torchvision
 from torch import nn
 from zennit.core import BasicHook, Composite, ParamMod
 
 from chexlib.errors import ParameterError
 from chexlib.explain.composites import LRP_COMPOSITES, make_composite
-from chexlib.observations import OBSERVATIONS
+from chexlib.explain.inputs import (
+    check_batch_size,
+    check_images,
+    class_indices,
+    device_dtype,
+    explainable,
+    explainable_copy,
+    is_explainable,
+    num_outputs,
+)
 
-_EXPLAINABLE = "_chexlib_explainable"
-# model -> (fingerprint of its tensors, explainable copy). Weak keys: the cache never keeps a
-# model alive, and nothing is stored on the caller's model.
-_COPIES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def explainable_copy(model: nn.Module) -> nn.Module:
-    """A deep copy of ``model`` that LRP hooks can work on; the model itself is untouched.
-
-    The copy is in eval mode (BatchNorm uses its running statistics), every ``nn.ReLU`` is made
-    non-in-place (an in-place ReLU overwrites the tensor a backward hook of the layer before it
-    holds), and its parameters do not require gradients (LRP needs only the input's). It computes
-    the same logits as ``model.eval()``.
-
-    Parameters
-    ----------
-    model : nn.Module
-        A chexlib :class:`~chexlib.model.DenseNet121` (or any network whose nonlinearities are
-        modules).
-
-    Returns
-    -------
-    nn.Module
-        Marked as explainable: :func:`lrp` uses it as it is.
-
-    Raises
-    ------
-    ParameterError
-        ``model`` is torchvision's DenseNet, whose functional ReLU and pooling in ``forward``
-        no LRP rule can attach to.
-    """
-    if isinstance(model, torchvision.models.DenseNet):
-        raise ParameterError(
-            "model: torchvision's DenseNet ends in functional relu/pool that LRP rules cannot "
-            "reach (relevance is not conserved); expected chexlib.model.DenseNet121 "
-            "(load the same state dict into chexlib.model.densenet121())"
-        )
-    clone = copy.deepcopy(model).eval()
-    for module in clone.modules():
-        if isinstance(module, nn.ReLU):
-            module.inplace = False
-    for param in clone.parameters():
-        param.requires_grad_(False)
-    setattr(clone, _EXPLAINABLE, True)
-    return clone
-
-
-def is_explainable(model: nn.Module) -> bool:
-    """Whether ``model`` was made by :func:`explainable_copy`."""
-    return bool(getattr(model, _EXPLAINABLE, False))
-
+__all__ = ["SharedModifiedForwards", "class_indices", "explainable_copy", "is_explainable", "lrp"]
 
 def lrp(
     model: nn.Module,
@@ -136,10 +91,10 @@ def lrp(
         A ValueError: unknown composite or class names (the message lists the valid ones),
         malformed images or batch size.
     """
-    net = _explainable(model)
-    images = _check_images(images)
-    indices = class_indices(classes, _num_outputs(net))
-    step = _check_batch_size(batch_size, len(images))
+    net = explainable(model)
+    images = check_images(images)
+    indices = class_indices(classes, num_outputs(net))
+    step = check_batch_size(batch_size, len(images))
     rules = make_composite(composite) if isinstance(composite, str) else _check_composite(composite)
     maps, logits = [], []
     with rules.context(net) as hooked:
@@ -154,49 +109,11 @@ def lrp(
     return (relevance, torch.cat(logits)) if return_logits else relevance
 
 
-def class_indices(
-    classes: Sequence[str | int] | str | int | None, num_outputs: int = len(OBSERVATIONS)
-) -> list[int]:
-    """Logit indices of classes given by observation name or index (None: all outputs).
-
-    Raises
-    ------
-    ParameterError
-        A ValueError: an unknown name (the message lists the valid ones) or an index out of range.
-    """
-    if classes is None:
-        return list(range(num_outputs))
-    if isinstance(classes, (str, numbers.Integral)):
-        classes = [classes]
-    indices = []
-    for item in classes:
-        if isinstance(item, str):
-            if item not in OBSERVATIONS[:num_outputs]:
-                raise ParameterError(
-                    f"classes: unknown observation {item!r}; expected one of "
-                    f"{', '.join(OBSERVATIONS[:num_outputs])} or an index 0..{num_outputs - 1}"
-                )
-            indices.append(OBSERVATIONS.index(item))
-        elif (
-            isinstance(item, numbers.Integral)
-            and not isinstance(item, bool)
-            and (0 <= item < num_outputs)
-        ):
-            indices.append(int(item))
-        else:
-            raise ParameterError(
-                f"classes: {item!r} is not an observation name nor an index 0..{num_outputs - 1}"
-            )
-    if not indices:
-        raise ParameterError("classes: empty; expected at least one observation name or index")
-    return indices
-
-
 def _relevance(
     hooked: nn.Module, chunk: torch.Tensor, indices: list[int]
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One forward pass, one backward pass per class; returns [b, K, H, W] and [b, C]."""
-    device, dtype = _device_dtype(hooked)
+    device, dtype = device_dtype(hooked)
     x = chunk.detach().to(device=device, dtype=dtype).requires_grad_(True)
     with torch.enable_grad():
         logits = hooked(x)
@@ -298,55 +215,6 @@ def _input_gradient(module, weight, grad, input_shape):
     return torch.nn.grad.conv2d_input(
         input_shape, weight, grad, module.stride, module.padding, module.dilation, module.groups
     )
-
-
-def _explainable(model: nn.Module) -> nn.Module:
-    if not isinstance(model, nn.Module):
-        raise ParameterError(f"model: expected a torch nn.Module, got {type(model).__name__}")
-    if is_explainable(model):
-        return model.eval()
-    fingerprint = _fingerprint(model)
-    cached = _COPIES.get(model)
-    if cached is not None and cached[0] == fingerprint:
-        return cached[1]
-    clone = explainable_copy(model)
-    _COPIES[model] = (fingerprint, clone)
-    return clone
-
-
-def _fingerprint(model: nn.Module) -> tuple:
-    # A tensor's _version rises with every in-place change (optimiser steps, load_state_dict);
-    # a new tensor (model.to(...)) has a new id. Either makes the cached copy stale.
-    return tuple((id(t), t._version) for t in [*model.parameters(), *model.buffers()])
-
-
-def _num_outputs(net: nn.Module) -> int:
-    count = getattr(net, "num_classes", None)
-    return int(count) if isinstance(count, int) else len(OBSERVATIONS)
-
-
-def _device_dtype(net: nn.Module) -> tuple[torch.device, torch.dtype]:
-    param = next(net.parameters(), None)
-    return (
-        (param.device, param.dtype) if param is not None else (torch.device("cpu"), torch.float32)
-    )
-
-
-def _check_images(images: torch.Tensor) -> torch.Tensor:
-    if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] != 3:
-        shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
-        raise ParameterError(f"images: expected a tensor of shape [B, 3, H, W], got {shape}")
-    if len(images) == 0:
-        raise ParameterError("images: empty batch; expected at least one image")
-    return images
-
-
-def _check_batch_size(batch_size: int | None, count: int) -> int:
-    if batch_size is None:
-        return count
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ParameterError(f"batch_size={batch_size!r}: expected a positive integer or None")
-    return batch_size
 
 
 def _check_composite(composite: object) -> Composite:

@@ -1,0 +1,162 @@
+"""What every explanation method needs first: an explainable copy of the model, the classes
+to explain, and checked inputs.
+
+The explainable copy is an eval-mode deep copy of the chexlib DenseNet-121 whose ReLUs are not
+in-place (an in-place ReLU overwrites the tensor a hook of the layer before it holds: the cause of
+pytorch-grad-cam's device-dependent DenseNet results) and whose parameters need no gradient. It
+computes the model's logits; :func:`explainable` makes it once per model and reuses it while the
+model's weights do not change.
+"""
+
+from __future__ import annotations
+
+import copy
+import numbers
+import weakref
+from collections.abc import Sequence
+
+import torch
+import torchvision
+from torch import nn
+
+from chexlib.errors import ParameterError
+from chexlib.observations import OBSERVATIONS
+
+_EXPLAINABLE = "_chexlib_explainable"
+# model -> (fingerprint of its tensors, explainable copy). Weak keys: the cache never keeps a
+# model alive, and nothing is stored on the caller's model.
+_COPIES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def explainable_copy(model: nn.Module) -> nn.Module:
+    """A deep copy of ``model`` that LRP hooks can work on; the model itself is untouched.
+
+    The copy is in eval mode (BatchNorm uses its running statistics), every ``nn.ReLU`` is made
+    non-in-place (an in-place ReLU overwrites the tensor a backward hook of the layer before it
+    holds), and its parameters do not require gradients (LRP needs only the input's). It computes
+    the same logits as ``model.eval()``.
+
+    Parameters
+    ----------
+    model : nn.Module
+        A chexlib :class:`~chexlib.model.DenseNet121` (or any network whose nonlinearities are
+        modules).
+
+    Returns
+    -------
+    nn.Module
+        Marked as explainable: :func:`lrp` uses it as it is.
+
+    Raises
+    ------
+    ParameterError
+        ``model`` is torchvision's DenseNet, whose functional ReLU and pooling in ``forward``
+        no LRP rule can attach to.
+    """
+    if isinstance(model, torchvision.models.DenseNet):
+        raise ParameterError(
+            "model: torchvision's DenseNet ends in functional relu/pool that LRP rules cannot "
+            "reach (relevance is not conserved); expected chexlib.model.DenseNet121 "
+            "(load the same state dict into chexlib.model.densenet121())"
+        )
+    clone = copy.deepcopy(model).eval()
+    for module in clone.modules():
+        if isinstance(module, nn.ReLU):
+            module.inplace = False
+    for param in clone.parameters():
+        param.requires_grad_(False)
+    setattr(clone, _EXPLAINABLE, True)
+    return clone
+
+
+def is_explainable(model: nn.Module) -> bool:
+    """Whether ``model`` was made by :func:`explainable_copy`."""
+    return bool(getattr(model, _EXPLAINABLE, False))
+
+
+def class_indices(
+    classes: Sequence[str | int] | str | int | None, num_outputs: int = len(OBSERVATIONS)
+) -> list[int]:
+    """Logit indices of classes given by observation name or index (None: all outputs).
+
+    Raises
+    ------
+    ParameterError
+        A ValueError: an unknown name (the message lists the valid ones) or an index out of range.
+    """
+    if classes is None:
+        return list(range(num_outputs))
+    if isinstance(classes, (str, numbers.Integral)):
+        classes = [classes]
+    indices = []
+    for item in classes:
+        if isinstance(item, str):
+            if item not in OBSERVATIONS[:num_outputs]:
+                raise ParameterError(
+                    f"classes: unknown observation {item!r}; expected one of "
+                    f"{', '.join(OBSERVATIONS[:num_outputs])} or an index 0..{num_outputs - 1}"
+                )
+            indices.append(OBSERVATIONS.index(item))
+        elif (
+            isinstance(item, numbers.Integral)
+            and not isinstance(item, bool)
+            and (0 <= item < num_outputs)
+        ):
+            indices.append(int(item))
+        else:
+            raise ParameterError(
+                f"classes: {item!r} is not an observation name nor an index 0..{num_outputs - 1}"
+            )
+    if not indices:
+        raise ParameterError("classes: empty; expected at least one observation name or index")
+    return indices
+
+
+def explainable(model: nn.Module) -> nn.Module:
+    """``model`` itself if it is an explainable copy, else its cached :func:`explainable_copy`."""
+    if not isinstance(model, nn.Module):
+        raise ParameterError(f"model: expected a torch nn.Module, got {type(model).__name__}")
+    if is_explainable(model):
+        return model.eval()
+    fingerprint = _fingerprint(model)
+    cached = _COPIES.get(model)
+    if cached is not None and cached[0] == fingerprint:
+        return cached[1]
+    clone = explainable_copy(model)
+    _COPIES[model] = (fingerprint, clone)
+    return clone
+
+
+def _fingerprint(model: nn.Module) -> tuple:
+    # A tensor's _version rises with every in-place change (optimiser steps, load_state_dict);
+    # a new tensor (model.to(...)) has a new id. Either makes the cached copy stale.
+    return tuple((id(t), t._version) for t in [*model.parameters(), *model.buffers()])
+
+
+def num_outputs(net: nn.Module) -> int:
+    count = getattr(net, "num_classes", None)
+    return int(count) if isinstance(count, int) else len(OBSERVATIONS)
+
+
+def device_dtype(net: nn.Module) -> tuple[torch.device, torch.dtype]:
+    param = next(net.parameters(), None)
+    return (
+        (param.device, param.dtype) if param is not None else (torch.device("cpu"), torch.float32)
+    )
+
+
+def check_images(images: torch.Tensor) -> torch.Tensor:
+    if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] != 3:
+        shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+        raise ParameterError(f"images: expected a tensor of shape [B, 3, H, W], got {shape}")
+    if len(images) == 0:
+        raise ParameterError("images: empty batch; expected at least one image")
+    return images
+
+
+def check_batch_size(batch_size: int | None, count: int) -> int:
+    if batch_size is None:
+        return count
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ParameterError(f"batch_size={batch_size!r}: expected a positive integer or None")
+    return batch_size
