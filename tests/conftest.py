@@ -17,3 +17,20 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+TINY_SIZE = 48
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """A phantom with 12 reported images and a demo run folder (random-weight checkpoint at
+    48 px, made-up predictions, thresholds 0.5, outcomes): :func:`chexlib.demo.make_demo_run`.
+
+    Returns (data root, run folder, probabilities [12, 14], outcomes [12, 14]).
+    """
+    from chexlib.demo import make_demo_run
+
+    root, run_dir = tmp_path_factory.mktemp("phantom"), tmp_path_factory.mktemp("run")
+    probs, outcomes = make_demo_run(root, run_dir, n_valid=12, image_size=TINY_SIZE)
+    return root, run_dir, probs, outcomes

@@ -18,31 +18,16 @@ from chexlib import artefacts
 from chexlib.errors import LabelFileError
 from chexlib.masks import resize_mask
 from chexlib.observations import OBSERVATIONS
-from chexlib.phantom import generate
 from chexlib.plots import galleries
 from chexlib.reported import ReportedImages
 
 matplotlib.use("Agg")
-SIZE = 48
+SIZE = 48  # conftest.TINY_SIZE
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    """A phantom (12 reported images) and a run folder with notebook 03's three files."""
-    root = tmp_path_factory.mktemp("phantom")
-    generate(root, n_train=10, n_valid=12, seed=3, workers=1, progress=False)
-    run_dir = tmp_path_factory.mktemp("run")
-    labels = pd.read_csv(root / "valid.csv")
-    paths = labels["Path"].tolist()
-    y = np.nan_to_num(labels[list(OBSERVATIONS)].to_numpy(float)).clip(0, 1)
-    probs = np.random.default_rng(0).uniform(size=y.shape)
-    thresholds = np.full(14, 0.5)
-    table = pd.DataFrame({"threshold": thresholds}, index=list(OBSERVATIONS))
-    outcomes = np.where(probs >= 0.5, np.where(y == 1, "TP", "FP"), np.where(y == 1, "FN", "TN"))
-    artefacts.write_predictions(run_dir / artefacts.PREDICTIONS, paths, y, probs)
-    artefacts.write_thresholds(run_dir / artefacts.THRESHOLDS, table, split="test")
-    artefacts.write_outcomes(run_dir / artefacts.OUTCOMES, paths, outcomes)
-    return root, run_dir, probs, outcomes
+def run(tiny_run):
+    return tiny_run
 
 
 @pytest.fixture(scope="module")

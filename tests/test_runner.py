@@ -125,6 +125,15 @@ def test_smoke_run_of_every_notebook(tmp_path):
     figures = {p.name for p in (run / "figures").glob("*.png")}
     assert {"01_label_distribution.png", "01_example_gallery.png"} <= figures
     assert len(list((run / "figures" / "01_examples").glob("*.png"))) == P.load_preset("smoke")["n_examples"]
+    assert {"04_lrp_composites.png", "05_gradcam_layers.png"} <= figures
+    for name in ("04_lrp.ipynb", "05_gradcam.ipynb"):  # the browser's last picture is kept
+        nb = nbformat.read(run / "notebooks" / name, as_version=4)
+        state = nb.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
+        images = [m for m in state.values() if m["model_name"] == "ImageModel"]
+        assert len(images) == 1 and images[0]["buffers"][0]["path"] == ["value"], name
+        assert len(images[0]["buffers"][0]["data"]) > 1000, name
+    maps = {p.parent.name for p in (run / "maps").glob("*/index.json")}
+    assert {"epsilon_plus_flat", "gradcam"} <= maps
 
 
 @pytest.mark.slow

@@ -1,0 +1,133 @@
+"""The heatmap browser: the pure render function and the widget, driven as a person would.
+
+References: the outcome table written by the fixture (which rows a filter must show), the
+radiograph itself (opacity 0 must show it unchanged), the colour map's end colours (opacity 1 at
+the colour limit), and the heatmap store (a map computed on demand must be stored once).
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from chexlib.browser import BrowserState, HeatmapBrowser, filtered_rows, render
+from chexlib.observations import OBSERVATIONS
+from chexlib.plots.heatmap_arrays import symmetric_limit
+
+SIZE = 48  # conftest.TINY_SIZE
+METHODS = ["epsilon_plus_flat", "gradcam"]
+
+
+@pytest.fixture(scope="module")
+def browser(tiny_run):
+    root, run_dir, _, _ = tiny_run
+    return HeatmapBrowser.from_run(run_dir, root, image_size=SIZE, methods=METHODS)
+
+
+def _pixels(png: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+
+
+def _a_pair(outcomes, want_empty: bool):
+    """An (observation, outcome) with no rows (want_empty) or with at least two rows."""
+    for j, name in enumerate(OBSERVATIONS):
+        for kind in ("TP", "FP", "FN", "TN"):
+            count = int((outcomes[:, j] == kind).sum())
+            if (count == 0) if want_empty else (count >= 2):
+                return name, kind, count
+    pytest.skip("the fixture has no such pair")
+
+
+def test_filter_follows_the_outcome_table(browser, tiny_run):
+    _, _, _, outcomes = tiny_run
+    name, kind, count = _a_pair(outcomes, want_empty=False)
+    rows = filtered_rows(browser.reported, name, kind)
+    j = OBSERVATIONS.index(name)
+    assert rows == [i for i in range(len(outcomes)) if outcomes[i, j] == kind] and len(rows) == count
+    assert filtered_rows(browser.reported, name, "all") == list(range(len(outcomes)))
+
+
+def test_opacity_zero_shows_the_radiograph_and_one_shows_the_colours(browser):
+    row_state = BrowserState(observation="Edema", method="epsilon_plus_flat", position=3)
+    plain = _pixels(render(row_state.with_(alpha=0.0), browser.reported, browser.source).png)
+    assert plain.shape == (384, 384, 3)  # 48 px x 8
+    gray = browser.reported.grayscale(3)
+    outline = browser.reported.outline(3, "Edema")
+    expected = np.repeat(np.repeat(gray, 8, 0), 8, 1)
+    inside = np.ones_like(expected, dtype=bool)
+    if outline is not None:  # the outline is drawn over the radiograph
+        inside = ~np.repeat(np.repeat(outline, 8, 0), 8, 1)
+    assert np.abs(plain[..., 0].astype(int) - expected)[inside].max() <= 1
+    full = _pixels(render(row_state.with_(alpha=1.0), browser.reported, browser.source).png)
+    heat = browser.source.maps("epsilon_plus_flat", 3)[OBSERVATIONS.index("Edema")]
+    limit = float(symmetric_limit(heat))
+    scale = np.repeat(np.repeat(heat / limit, 8, 0), 8, 1)
+    red, blue = full[(scale >= 1) & inside], full[(scale <= -1) & inside]
+    assert len(red) + len(blue) > 0  # the strongest 0.5 % of pixels reach the limit
+    assert (red[:, 0] >= 250).all() and (red[:, 2] <= 5).all()  # bwr's ends: pure red
+    assert (blue[:, 2] >= 250).all() and (blue[:, 0] <= 5).all()  # and pure blue
+
+
+def test_empty_selection_gives_a_message_not_a_traceback(browser, tiny_run):
+    _, _, _, outcomes = tiny_run
+    name, kind, _ = _a_pair(outcomes, want_empty=True)
+    view = render(BrowserState(observation=name, outcome=kind, method="gradcam"),
+                  browser.reported, browser.source)
+    assert view.png is None and view.rows == []
+    assert f"No {kind} predictions for {name}" in view.message and view.message in view.caption
+
+
+def test_bad_state_names_the_field(browser):
+    with pytest.raises(ValueError, match="method='smoothgrad': expected one of epsilon_plus_flat"):
+        render(BrowserState(method="smoothgrad"), browser.reported, browser.source)
+    with pytest.raises(ValueError, match="outcome='TPN'"):
+        render(BrowserState(outcome="TPN"), browser.reported, browser.source)
+
+
+def test_widget_controls_change_what_is_rendered(browser, tiny_run):
+    _, _, probs, outcomes = tiny_run
+    controls = browser.controls
+    name, kind, count = _a_pair(outcomes, want_empty=False)
+    controls["observation"].value = name
+    controls["outcome"].value = kind
+    assert controls["position"].max == count - 1 and controls["position"].value == 0
+    first = browser.image.value
+    first_row = browser.view.row
+    controls["position"].value = 1  # the slider
+    assert browser.view.row != first_row and browser.image.value != first
+    j = OBSERVATIONS.index(name)
+    assert f"p={probs[browser.view.row, j]:.2f}" in browser.caption.value
+    assert f"<b>{kind}</b>" in browser.caption.value and "threshold 0.50" in browser.caption.value
+    before = browser.image.value
+    controls["method"].value = "gradcam"
+    assert browser.image.value != before and "gradcam" in browser.caption.value
+    controls["alpha"].value = 0.2
+    controls["scale"].value = "shared"
+    controls["view"].value = "all classes"
+    assert "all 14 observations" in browser.caption.value
+    assert _pixels(browser.image.value).shape[1] > 384  # the 14-panel figure
+    controls["view"].value = "one class"
+    empty_name, empty_kind, _ = _a_pair(outcomes, want_empty=True)
+    controls["observation"].value = empty_name
+    controls["outcome"].value = empty_kind
+    assert browser.image.layout.display == "none" and "No " in browser.caption.value
+    assert controls["position"].disabled
+
+
+def test_missing_maps_are_computed_once_and_stored(tiny_run):
+    root, run_dir, _, _ = tiny_run
+    fresh = HeatmapBrowser.from_run(run_dir, root, image_size=SIZE, methods=["zplus"],
+                                    state=BrowserState(method="zplus", position=5))
+    store, path = fresh.source.store, fresh.reported.paths[5]
+    assert fresh.source.computed == 1 and store.has("zplus", path)
+    fresh.controls["alpha"].value = 0.3
+    assert fresh.source.computed == 1  # same image: the map is not recomputed
+    fresh.controls["position"].value = 0
+    fresh.controls["position"].value = 5
+    assert fresh.source.computed == 2  # image 0 was new; image 5 came back from the store
+    again = HeatmapBrowser.from_run(run_dir, root, image_size=SIZE, methods=["zplus"],
+                                    state=BrowserState(method="zplus", position=5))
+    assert again.source.computed == 0
