@@ -25,6 +25,11 @@ CAM_METHODS: dict[str, str] = {
     "gradcam_pp": "Grad-CAM++: channel weights = pixel-weighted positive gradients",
 }
 
+#: Combinations of methods (:mod:`chexlib.explain.combined`).
+COMBINED_METHODS: dict[str, str] = {
+    "lrp_gradcam": "LRP (epsilon_plus_flat) gated by the normalised Grad-CAM map of the class",
+}
+
 #: DenseNet-121's convolutional stages a CAM can look at, by module name, input to output; the
 #: last, the head's ReLU (the rectified final feature maps), is the default.
 CAM_LAYERS: tuple[str, ...] = tuple(

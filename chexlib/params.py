@@ -90,6 +90,12 @@ SCHEMA: dict[str, Param] = {
                            "maps) or a convolutional stage", choices=CAM_LAYERS),
     "heatmap_scale": Param(str, "per_map", "heatmap colour scale: per_map, or shared by the "
                            "classes of an image", choices=("per_map", "shared")),
+    "n_evaluate": Param(int, 2, "comparison: (image, class) pairs per observation and outcome "
+                        "(TP, FP, FN)", low=1, high=1000),
+    "n_faithfulness": Param(int, 24, "comparison: pairs in the region-perturbation test",
+                            low=1, high=100_000),
+    "perturbation_fill": Param(str, "blur", "what replaces removed regions: blur, noisy_linear, "
+                               "mean or zero", choices=("blur", "noisy_linear", "mean", "zero")),
     "n_explain": Param(int, 32, "reported images whose maps are stored for browsing",
                        low=1, high=1_000_000),
 }

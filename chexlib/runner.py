@@ -35,7 +35,7 @@ DEFAULT_CELL_TIMEOUT = 3600
 #: Figures of the default run that the README shows, copied to ``figures/`` on request.
 README_FIGURES = ("01_example_gallery.png", "01_label_distribution.png", "02_learning_curves.png",
                   "03_auroc_comparison.png", "04_lrp_composites.png", "04_conservation.png",
-                  "05_lrp_vs_gradcam.png")
+                  "05_lrp_vs_gradcam.png", "06_metric_summary.png")
 
 
 KERNEL_NAME = "chexlib-python"

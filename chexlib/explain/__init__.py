@@ -6,12 +6,16 @@
 ``chexlib.explain.conservation``  where relevance goes: map sums vs logits and biases
 ``chexlib.explain.cam``           the class-activation-map algorithm (one forward, all classes)
 ``chexlib.explain.gradcam``       Grad-CAM;  ``chexlib.explain.gradcam_pp``  Grad-CAM++
+``chexlib.explain.combined``      LRP gated by Grad-CAM
+``chexlib.explain.dispatch``      any method by name (``explain``, ``method_names``)
 ``chexlib.explain.store``         the heatmap store of a run folder (float16 per method and image)
 """
 
 from chexlib.explain.cam import DEFAULT_LAYER, layer_names
+from chexlib.explain.combined import lrp_gradcam
 from chexlib.explain.composites import LRP_COMPOSITES, lrp_composites, make_composite
 from chexlib.explain.conservation import batchnorm_shift_share, conservation_table
+from chexlib.explain.dispatch import explain, method_names
 from chexlib.explain.gradcam import GradCAM, gradcam
 from chexlib.explain.gradcam_pp import GradCAMPlusPlus, gradcam_pp
 from chexlib.explain.inputs import class_indices, explainable_copy
@@ -20,5 +24,6 @@ from chexlib.explain.store import CorruptMapError, MapNotFoundError, MapStore, M
 
 __all__ = ["DEFAULT_LAYER", "LRP_COMPOSITES", "CorruptMapError", "GradCAM", "GradCAMPlusPlus",
            "MapNotFoundError", "MapStore", "MapStoreError", "batchnorm_shift_share",
-           "class_indices", "conservation_table", "explainable_copy", "gradcam", "gradcam_pp",
-           "layer_names", "lrp", "lrp_composites", "make_composite"]
+           "class_indices", "conservation_table", "explain", "explainable_copy", "gradcam",
+           "gradcam_pp", "layer_names", "lrp", "lrp_composites", "lrp_gradcam", "make_composite",
+           "method_names"]

@@ -1,8 +1,9 @@
 """One entry point for every explanation method, by name.
 
 The names are those of :mod:`chexlib.methods`: each LRP composite (``epsilon_plus_flat``, ...),
-``gradcam`` and ``gradcam_pp`` on the default layer, and ``gradcam-<layer>`` /
-``gradcam_pp-<layer>`` on another (:func:`chexlib.methods.cam_method_name`). The heatmap store,
+``gradcam`` and ``gradcam_pp`` on the default layer, ``gradcam-<layer>`` /
+``gradcam_pp-<layer>`` on another (:func:`chexlib.methods.cam_method_name`), and the combination
+``lrp_gradcam`` (:mod:`chexlib.explain.combined`). The heatmap store,
 the browser and the comparison use these names, so a method is available everywhere once it is
 listed here.
 """
@@ -15,10 +16,11 @@ import torch
 from torch import nn
 
 from chexlib.errors import ParameterError
+from chexlib.explain.combined import lrp_gradcam
 from chexlib.explain.gradcam import gradcam
 from chexlib.explain.gradcam_pp import gradcam_pp
 from chexlib.explain.lrp import lrp
-from chexlib.methods import CAM_LAYERS, CAM_METHODS, LRP_COMPOSITES
+from chexlib.methods import CAM_LAYERS, CAM_METHODS, COMBINED_METHODS, LRP_COMPOSITES
 
 _CAM_FUNCTIONS = {"gradcam": gradcam, "gradcam_pp": gradcam_pp}
 
@@ -27,7 +29,7 @@ def method_names(cam_layers: Sequence[str] = (CAM_LAYERS[-1],)) -> list[str]:
     """Every method name: the LRP composites, then each CAM method on each of ``cam_layers``."""
     cams = [name if layer == CAM_LAYERS[-1] else f"{name}-{layer}"
             for name in CAM_METHODS for layer in cam_layers]
-    return [*LRP_COMPOSITES, *cams]
+    return [*LRP_COMPOSITES, *cams, *COMBINED_METHODS]
 
 
 def parse_method(method: str) -> tuple[str, str | None]:
@@ -40,6 +42,8 @@ def parse_method(method: str) -> tuple[str, str | None]:
     """
     if method in LRP_COMPOSITES:
         return "lrp", method
+    if method in COMBINED_METHODS:
+        return method, None
     name, _, layer = str(method).partition("-")
     if name in CAM_METHODS and (not layer or layer in CAM_LAYERS):
         return name, layer or CAM_LAYERS[-1]
@@ -55,4 +59,6 @@ def explain(model: nn.Module, images: torch.Tensor, method: str,
     kind, detail = parse_method(method)
     if kind == "lrp":
         return lrp(model, images, classes, composite=detail, batch_size=batch_size)
+    if kind == "lrp_gradcam":
+        return lrp_gradcam(model, images, classes, batch_size=batch_size)
     return _CAM_FUNCTIONS[kind](model, images, classes, layer=detail, batch_size=batch_size)

@@ -1,0 +1,189 @@
+"""The comparison of notebook 06: which (image, class) pairs, every method's maps, tables.
+
+The pairs are chosen from the outcomes (notebook 03): for each observation, the most confident
+true positives, false positives and false negatives. Localisation needs a ground-truth mask
+(positives the phantom drew; CheXlocalize's annotations for the real data), so it is scored on
+TP and FN pairs; faithfulness and the shortcut on every pair.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from chexlib.explain.dispatch import explain
+from chexlib.observations import OBSERVATIONS
+
+#: The baseline "method": a seeded random map per pair, the chance level of every metric.
+RANDOM = "random"
+
+
+def evaluation_pairs(reported, n: int, observations: Sequence[str] = OBSERVATIONS,
+                     outcomes: Sequence[str] = ("TP", "FP", "FN")) -> pd.DataFrame:
+    """Up to ``n`` (image, observation) pairs per observation and outcome, most confident first.
+
+    Returns
+    -------
+    DataFrame
+        Columns ``row`` (reported row), ``observation``, ``class`` (logit index), ``outcome``,
+        ``probability``, ``has_mask``; sorted by row.
+    """
+    records = []
+    for name in observations:
+        j = OBSERVATIONS.index(name)
+        for kind in outcomes:
+            for row in reported.pick(name, kind, n):
+                records.append({"row": row, "observation": name, "class": j, "outcome": kind,
+                                "probability": float(reported.probs[row, j]),
+                                "has_mask": reported.outline(row, name) is not None})
+    columns = ["row", "observation", "class", "outcome", "probability", "has_mask"]
+    pairs = pd.DataFrame(records, columns=columns)
+    return pairs.sort_values(["row", "class"], kind="stable").reset_index(drop=True)
+
+
+def pair_maps(model: nn.Module, reported, pairs: pd.DataFrame, method: str,
+              device: str | torch.device = "cpu", seed: int = 0,
+              batch_size: int = 16) -> np.ndarray:
+    """The map of every pair under ``method``, float32 [len(pairs), S, S].
+
+    Pairs of one class are explained together, in batches of up to ``batch_size`` images
+    (batched backward passes are several times cheaper per image than one image at a time).
+    ``"random"`` gives seeded standard-normal maps (the baseline).
+    """
+    size = reported.image_size
+    if method == RANDOM:
+        generator = np.random.default_rng(seed)
+        return generator.standard_normal((len(pairs), size, size)).astype(np.float32)
+    out = np.empty((len(pairs), size, size), dtype=np.float32)
+    for k, group in pairs.groupby("class", sort=True):
+        for start in range(0, len(group), batch_size):
+            chunk = group.iloc[start:start + batch_size]
+            images = reported.images([int(r) for r in chunk["row"]]).to(device)
+            maps = explain(model, images, method, [int(k)])[:, 0].detach().cpu().numpy()
+            out[chunk.index.to_numpy()] = maps
+    return out
+
+
+def pair_masks(reported, pairs: pd.DataFrame, kind: str = "finding") -> np.ndarray:
+    """Ground-truth masks [len(pairs), S, S] (all-False where there is none).
+
+    ``kind``: ``"finding"`` (the pair's observation) or ``"shortcut"`` (the planted marker).
+    """
+    size = reported.image_size
+    masks = np.zeros((len(pairs), size, size), dtype=bool)
+    for i, (row, name) in enumerate(zip(pairs["row"], pairs["observation"])):
+        mask = reported.outline(int(row), "shortcut" if kind == "shortcut" else name)
+        if mask is not None:
+            masks[i] = mask
+    return masks
+
+
+def bootstrap_mean(values, n_boot: int = 1000, seed: int = 0,
+                   level: float = 0.95) -> tuple[float, float, float]:
+    """Mean and percentile-bootstrap interval of the finite ``values`` (NaN when none)."""
+    x = np.asarray(values, dtype=float)
+    x = x[np.isfinite(x)]
+    if len(x) == 0:
+        return float("nan"), float("nan"), float("nan")
+    generator = np.random.default_rng(seed)
+    means = x[generator.integers(0, len(x), size=(n_boot, len(x)))].mean(axis=1)
+    tail = (1 - level) / 2 * 100
+    return float(x.mean()), float(np.percentile(means, tail)), float(np.percentile(means, 100 - tail))
+
+
+def summary_table(scores: pd.DataFrame, by: Sequence[str], metrics: Sequence[str],
+                  n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """Mean, 95% bootstrap interval and count of each metric per group of ``by``."""
+    rows = []
+    for key, group in scores.groupby(list(by), sort=False):
+        key = key if isinstance(key, tuple) else (key,)
+        record = dict(zip(by, key))
+        for metric in metrics:
+            mean, low, high = bootstrap_mean(group[metric], n_boot, seed)
+            record |= {metric: mean, f"{metric} low": low, f"{metric} high": high,
+                       f"{metric} n": int(np.isfinite(group[metric].to_numpy(float)).sum())}
+        rows.append(record)
+    return pd.DataFrame(rows)
+
+
+def shortcut_correlation(reported) -> pd.Series:
+    """Phi correlation, over the reported images, of the planted marker with each label."""
+    marker = np.array([reported.outline(r, "shortcut") is not None for r in range(len(reported))],
+                      dtype=float)
+    labels = np.asarray(reported.labels, dtype=float)
+    phi = []
+    for j in range(labels.shape[1]):
+        y = labels[:, j]
+        ok = marker.std() > 0 and y.std() > 0
+        phi.append(float(np.corrcoef(marker, y)[0, 1]) if ok else float("nan"))
+    return pd.Series(phi, index=list(OBSERVATIONS), name="phi(marker, label)")
+
+
+def _interval(row, metric: str) -> str:
+    return f"{row[metric]:.2f} (95% CI {row[f'{metric} low']:.2f}-{row[f'{metric} high']:.2f})"
+
+
+def key_insights(localisation: pd.DataFrame, faithfulness: pd.DataFrame,
+                 shortcut: pd.DataFrame, scores: pd.DataFrame, chance: float) -> list[str]:
+    """Sentences computed from the comparison's tables (so they hold for this run only).
+
+    Parameters are the summaries of notebook 06 (:func:`summary_table` outputs for the
+    localisation ``mass``, the faithfulness ``aopc`` by method and order, the shortcut
+    ``share`` by method and observation group), the per-pair localisation ``scores`` and the
+    random map's chance level.
+    """
+    lines = []
+    real = localisation[(localisation["method"] != RANDOM) & localisation["mass"].notna()]
+    if len(real):
+        ranked = real.sort_values("mass", ascending=False)
+        best, second = ranked.iloc[0], ranked.iloc[1] if len(ranked) > 1 else None
+        separated = second is not None and best["mass low"] > second["mass high"]
+        lines.append(
+            f"Localisation: {best['method']} puts the largest share of positive relevance inside "
+            f"the ground truth, {_interval(best, 'mass')}; a random map scores about {chance:.2f}."
+            + ("" if second is None else
+               f" The runner-up, {second['method']}, {_interval(second, 'mass')}: "
+               + ("the intervals do not overlap." if separated else
+                  "the intervals overlap, so this sample does not separate them.")))
+    else:
+        lines.append("Localisation: no pair with a ground-truth mask in this sample.")
+    by_outcome = scores[scores["outcome"].isin(["TP", "FN"])]
+    if len(by_outcome) and by_outcome["outcome"].nunique() == 2:
+        worse = []
+        for method, group in by_outcome.groupby("method", sort=False):
+            if method == RANDOM:
+                continue
+            tp = bootstrap_mean(group.loc[group["outcome"] == "TP", "mass"])
+            fn = bootstrap_mean(group.loc[group["outcome"] == "FN", "mass"])
+            if np.isfinite(tp[0]) and np.isfinite(fn[0]) and fn[2] < tp[1]:
+                worse.append(method)
+        total = by_outcome.loc[by_outcome["method"] != RANDOM, "method"].nunique()
+        lines.append(
+            f"Errors: for {len(worse)} of {total} methods the maps of false negatives localise "
+            f"the finding clearly worse than those of true positives (intervals apart)"
+            + (f": {', '.join(worse)}." if worse else "; errors do not look different here."))
+    if len(faithfulness):
+        pivot = faithfulness.pivot_table(index="method", columns="order", values="aopc")
+        if {"morf", "lerf"} <= set(pivot.columns):
+            gap = (pivot["morf"] - pivot["lerf"]).dropna().sort_values(ascending=False)
+            random_gap = gap.get(RANDOM, float("nan"))
+            lines.append(
+                f"Faithfulness: removing regions in {gap.index[0]}'s order changes the logit most "
+                f"(AOPC MoRF - LeRF = {gap.iloc[0]:.2f}; random order: {random_gap:.2f}).")
+    group = "correlated with the marker"
+    marked = shortcut[(shortcut["observation group"] == group) & (shortcut["method"] != RANDOM)]
+    if len(marked) and marked["share"].notna().any():
+        top = marked.sort_values("share", ascending=False).iloc[0]
+        base = shortcut[(shortcut["method"] == RANDOM) & (shortcut["observation group"] == group)]
+        base_share = float(base["share"].iloc[0]) if len(base) else float("nan")
+        lines.append(
+            f"Shortcut: for observations correlated with the PORTABLE marker, {top['method']} "
+            f"reveals it most, {_interval(top, 'share')} of its positive relevance on the marker "
+            f"(a random map: {base_share:.2f}).")
+    else:
+        lines.append("Shortcut: no sampled image carries the marker for a correlated observation.")
+    return lines

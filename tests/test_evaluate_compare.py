@@ -1,0 +1,103 @@
+"""chexlib.evaluate.compare on the demo run: pairs, maps and masks per pair, summaries."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from chexlib.checkpoint import model_from_checkpoint
+from chexlib.evaluate.compare import (
+    bootstrap_mean,
+    evaluation_pairs,
+    pair_maps,
+    pair_masks,
+    shortcut_correlation,
+    summary_table,
+)
+from chexlib.explain import explain
+from chexlib.observations import OBSERVATIONS
+from chexlib.reported import ReportedImages
+
+SIZE = 48  # conftest.TINY_SIZE
+
+
+@pytest.fixture(scope="module")
+def run(tiny_run):
+    root, run_dir, _, outcomes = tiny_run
+    model, _ = model_from_checkpoint(run_dir / "checkpoint.pt", image_size=SIZE)
+    return ReportedImages(run_dir, root, SIZE), model, outcomes
+
+
+def test_pairs_follow_the_outcomes(run):
+    reported, _, outcomes = run
+    pairs = evaluation_pairs(reported, n=2, observations=["Edema", "Support Devices"])
+    for name in ("Edema", "Support Devices"):
+        j = OBSERVATIONS.index(name)
+        for kind in ("TP", "FP", "FN"):
+            chosen = pairs[(pairs.observation == name) & (pairs.outcome == kind)]
+            assert len(chosen) == min(2, int((outcomes[:, j] == kind).sum()))
+            assert (outcomes[chosen["row"], j] == kind).all()
+    assert list(pairs["row"]) == sorted(pairs["row"])
+
+
+def test_maps_and_masks_per_pair(run):
+    reported, model, _ = run
+    pairs = evaluation_pairs(reported, n=1, observations=["Edema", "Cardiomegaly", "Fracture"])
+    maps = pair_maps(model, reported, pairs, "gradcam")
+    for i, (row, k) in enumerate(zip(pairs["row"], pairs["class"])):
+        expected = explain(model, reported.images([int(row)]), "gradcam", [int(k)])[0, 0]
+        torch.testing.assert_close(torch.from_numpy(maps[i]), expected, rtol=1e-5, atol=1e-7)
+    masks = pair_masks(reported, pairs)
+    for i, (row, name) in enumerate(zip(pairs["row"], pairs["observation"])):
+        outline = reported.outline(int(row), name)
+        assert masks[i].any() == (outline is not None) == bool(pairs["has_mask"][i])
+    random = pair_maps(model, reported, pairs, "random", seed=3)
+    assert random.shape == maps.shape and np.array_equal(
+        random, pair_maps(model, reported, pairs, "random", seed=3))
+
+
+def test_bootstrap_and_summary():
+    values = np.array([0.1, 0.5, 0.9, np.nan, 0.3])
+    mean, low, high = bootstrap_mean(values, n_boot=500)
+    assert mean == pytest.approx(0.45) and low < mean < high
+    assert np.isnan(bootstrap_mean([np.nan])[0])
+    scores = pd.DataFrame({"method": ["a", "a", "b"], "m": [1.0, 3.0, np.nan]})
+    table = summary_table(scores, ["method"], ["m"], n_boot=100)
+    assert list(table["m"][:1]) == [2.0] and list(table["m n"]) == [2, 0]
+
+
+def test_shortcut_correlation_is_phi(run):
+    reported, _, _ = run
+    phi = shortcut_correlation(reported)
+    marker = np.array([reported.outline(r, "shortcut") is not None for r in range(len(reported))])
+    j = OBSERVATIONS.index("Support Devices")
+    y = reported.labels[:, j]
+    if marker.std() > 0 and y.std() > 0:
+        assert phi["Support Devices"] == pytest.approx(np.corrcoef(marker, y)[0, 1])
+
+
+def test_key_insights_follow_the_numbers():
+    from chexlib.evaluate.compare import key_insights
+
+    rng = np.random.default_rng(0)
+    scores = pd.DataFrame({
+        "method": ["a"] * 40 + ["b"] * 40 + ["random"] * 40,
+        "outcome": (["TP"] * 20 + ["FN"] * 20) * 3,
+        "mass": np.concatenate([rng.uniform(0.7, 0.9, 20), rng.uniform(0.0, 0.1, 20),
+                                rng.uniform(0.2, 0.3, 40), rng.uniform(0.0, 0.05, 40)])})
+    localisation = summary_table(scores, ["method"], ["mass"], n_boot=200)
+    aopc = pd.DataFrame({"method": ["a", "a", "b", "b", "random", "random"],
+                         "order": ["morf", "lerf"] * 3, "aopc": [0.2, 0.1, 0.9, 0.0, 0.0, 0.0]})
+    faithfulness = summary_table(aopc, ["method", "order"], ["aopc"], n_boot=50)
+    share = pd.DataFrame({"method": ["a", "b", "random"] * 2,
+                          "observation group": ["correlated with the marker"] * 3 + ["other"] * 3,
+                          "share": [0.1, 0.6, 0.02, 0.1, 0.1, 0.02]})
+    shortcut = summary_table(share, ["method", "observation group"], ["share"], n_boot=50)
+    lines = key_insights(localisation, faithfulness, shortcut, scores, chance=0.03)
+    assert lines[0].startswith("Localisation: a puts the largest share") and "b" in lines[0]
+    assert "do not overlap" in lines[0]
+    assert "for 1 of 2 methods" in lines[1] and lines[1].endswith(": a.")
+    assert "in b's order" in lines[2] and "0.90" in lines[2]
+    assert "b reveals it most" in lines[3] and "0.60" in lines[3]
