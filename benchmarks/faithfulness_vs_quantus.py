@@ -43,6 +43,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from chexlib.demo import random_batchnorm
 from chexlib.evaluate import region_perturbation
 from chexlib.model import densenet121
 
@@ -57,13 +58,7 @@ def build(size: int, count: int, patch: int) -> tuple[nn.Module, torch.Tensor, t
     torch.manual_seed(0)
     model = densenet121(num_classes=NUM_CLASSES, weights="none")
     gen = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for bn in model.modules():
-            if isinstance(bn, nn.BatchNorm2d):
-                n = bn.num_features
-                bn.running_mean.copy_(torch.randn(n, generator=gen) * 0.2)
-                bn.running_var.copy_(torch.rand(n, generator=gen) * 1.5 + 0.5)
-                bn.bias.copy_(torch.randn(n, generator=gen) * 0.2)
+    random_batchnorm(model, gen, scale=False)
     images = torch.randn(count, 3, size, size, generator=gen)
     side = size // patch
     coarse = torch.randperm(count * side * side, generator=gen).float().reshape(count, side, side)

@@ -28,6 +28,7 @@ from pytorch_grad_cam import GradCAM as ReferenceGradCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
+from chexlib.demo import random_batchnorm
 from chexlib.explain import explainable_copy, gradcam
 from chexlib.model import densenet121
 
@@ -38,13 +39,7 @@ def build(size: int, batch: int, device: str) -> tuple[nn.Module, torch.Tensor]:
     torch.manual_seed(0)
     model = densenet121(num_classes=NUM_CLASSES, weights="none")
     gen = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for bn in model.modules():
-            if isinstance(bn, nn.BatchNorm2d):
-                n = bn.num_features
-                bn.running_mean.copy_(torch.randn(n, generator=gen) * 0.2)
-                bn.running_var.copy_(torch.rand(n, generator=gen) * 1.5 + 0.5)
-                bn.bias.copy_(torch.randn(n, generator=gen) * 0.2)
+    random_batchnorm(model, gen, scale=False)
     images = torch.randn(batch, 3, size, size, generator=gen)
     return explainable_copy(model).to(device), images.to(device)
 

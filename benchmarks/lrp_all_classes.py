@@ -29,6 +29,7 @@ import torch
 from torch import nn
 from zennit.attribution import Gradient
 
+from chexlib.demo import random_batchnorm
 from chexlib.explain import explainable_copy, lrp
 from chexlib.explain.composites import make_composite
 from chexlib.model import densenet121
@@ -41,14 +42,7 @@ def build(size: int, batch: int, device: str) -> tuple[nn.Module, torch.Tensor]:
     torch.manual_seed(0)
     model = densenet121(num_classes=NUM_CLASSES, weights="none")
     gen = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for bn in model.modules():
-            if isinstance(bn, nn.BatchNorm2d):
-                n = bn.num_features
-                bn.running_mean.copy_(torch.randn(n, generator=gen) * 0.2)
-                bn.running_var.copy_(torch.rand(n, generator=gen) * 1.5 + 0.5)
-                bn.weight.copy_(torch.rand(n, generator=gen) + 0.5)
-                bn.bias.copy_(torch.randn(n, generator=gen) * 0.2)
+    random_batchnorm(model, gen)
     images = torch.randn(batch, 3, size, size, generator=gen)
     return explainable_copy(model).to(device), images.to(device)
 

@@ -14,8 +14,8 @@ import torch.nn.functional as F
 from pytorch_grad_cam import GradCAM as ReferenceGradCAM
 from pytorch_grad_cam import GradCAMPlusPlus as ReferenceGradCAMPlusPlus
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
-from torch import nn
 
+from chexlib.demo import random_batchnorm
 from chexlib.explain import explainable_copy, gradcam, gradcam_pp, layer_names
 from chexlib.model import densenet121
 from chexlib.observations import OBSERVATIONS
@@ -28,15 +28,8 @@ def model():
     """Random weights, random BatchNorm statistics and shifts, a classifier bias."""
     torch.manual_seed(0)
     net = densenet121(num_classes=14, weights="none")
-    gen = torch.Generator().manual_seed(1)
+    random_batchnorm(net, torch.Generator().manual_seed(1))
     with torch.no_grad():
-        for bn in net.modules():
-            if isinstance(bn, nn.BatchNorm2d):
-                n = bn.num_features
-                bn.running_mean.copy_(torch.randn(n, generator=gen) * 0.2)
-                bn.running_var.copy_(torch.rand(n, generator=gen) * 1.5 + 0.5)
-                bn.weight.copy_(torch.rand(n, generator=gen) + 0.5)
-                bn.bias.copy_(torch.randn(n, generator=gen) * 0.2)
         net.classifier.bias.copy_(torch.linspace(-0.5, 0.5, 14))
     return net.eval()
 

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 from zennit.attribution import Gradient
 
+from chexlib.demo import random_batchnorm
 from chexlib.explain import LRP_COMPOSITES, explainable_copy, lrp, lrp_composites
 from chexlib.explain.composites import SMALL_EPSILON, make_composite
 from chexlib.explain.conservation import batchnorm_shift_share, conservation_table
@@ -33,31 +34,12 @@ PASS_BN = ("alpha2_beta1", "zplus", "epsilon_plus_flat", "epsilon_gamma_box")
 SOME = [0, 1, 7, 13]
 
 
-def _randomise_batchnorm(model: nn.Module, seed: int, shift: bool) -> None:
-    """Random running statistics and affine parameters (10 % negative scales).
-
-    ``shift=False`` sets each BatchNorm's bias so that BN(0) = 0 (scale and statistics still
-    random): a network whose only bias is then the classifier's.
-    """
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for bn in model.modules():
-            if isinstance(bn, nn.BatchNorm2d):
-                n = bn.num_features
-                bn.running_mean.copy_(torch.randn(n, generator=gen) * 0.2)
-                bn.running_var.copy_(torch.rand(n, generator=gen) * 1.5 + 0.5)
-                sign = torch.where(torch.rand(n, generator=gen) < 0.1, -1.0, 1.0)
-                bn.weight.copy_(sign * (torch.rand(n, generator=gen) + 0.5))
-                if shift:
-                    bn.bias.copy_(torch.randn(n, generator=gen) * 0.2)
-                else:
-                    bn.bias.copy_(bn.weight * bn.running_mean / torch.sqrt(bn.running_var + bn.eps))
-
-
 def _model(shift: bool, classifier_bias: bool) -> nn.Module:
     torch.manual_seed(0)
     model = densenet121(num_classes=14, weights="none")
-    _randomise_batchnorm(model, seed=1, shift=shift)
+    # Random statistics and scales (10 % negative); shift=False: BN(0) = 0, so that the
+    # network's only bias is the classifier's.
+    random_batchnorm(model, torch.Generator().manual_seed(1), negative_share=0.1, shift=shift)
     with torch.no_grad():
         if classifier_bias:
             model.classifier.bias.copy_(torch.linspace(-0.5, 0.5, 14))
