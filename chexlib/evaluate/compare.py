@@ -15,6 +15,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from chexlib.evaluate import localisation
 from chexlib.explain.dispatch import explain
 from chexlib.observations import OBSERVATIONS
 
@@ -187,3 +188,30 @@ def key_insights(localisation: pd.DataFrame, faithfulness: pd.DataFrame,
     else:
         lines.append("Shortcut: no sampled image carries the marker for a correlated observation.")
     return lines
+
+
+def localisation_scores(pairs: pd.DataFrame, maps: dict[str, np.ndarray],
+                        masks: np.ndarray) -> pd.DataFrame:
+    """Pointing game, mass and rank accuracy and Otsu IoU of every method on the masked pairs.
+
+    Parameters
+    ----------
+    pairs : DataFrame
+        :func:`evaluation_pairs`; only rows with ``has_mask`` are scored.
+    maps : dict method -> [len(pairs), S, S]
+    masks : [len(pairs), S, S] bool (:func:`pair_masks`)
+
+    Returns
+    -------
+    DataFrame
+        The scored pairs' columns plus ``method``, ``pointing``, ``mass``, ``rank``, ``iou``.
+    """
+    keep = pairs["has_mask"].to_numpy(dtype=bool)
+    frames = []
+    for name, m in maps.items():
+        m, g = m[keep], masks[keep]
+        frames.append(pairs[keep].assign(
+            method=name, pointing=localisation.pointing_game(m, g),
+            mass=localisation.relevance_mass_accuracy(m, g),
+            rank=localisation.relevance_rank_accuracy(m, g), iou=localisation.otsu_iou(m, g)))
+    return pd.concat(frames, ignore_index=True)
