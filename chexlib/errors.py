@@ -36,3 +36,7 @@ class MetricInputError(ChexlibError, ValueError):
 
 class CheckpointError(ChexlibError, ValueError):
     """A checkpoint or weights file is not what was expected, or refused as unsafe or corrupt."""
+
+
+class LockBusyError(ChexlibError, TimeoutError):
+    """A lock file is held by another process (non-blocking attempt, or the timeout ran out)."""

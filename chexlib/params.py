@@ -60,6 +60,14 @@ SCHEMA: dict[str, Param] = {
     "device": Param(str, "auto", "auto (CUDA, then MPS, then CPU), cpu, cuda or mps",
                     choices=("auto", "cpu", "cuda", "mps")),
     "num_workers": Param(int, 0, "DataLoader worker processes", low=0, high=64),
+    "precision": Param(str, "auto", "training/prediction precision: auto (bf16 on CUDA where "
+                       "supported, fp16 on older GPUs, float32 elsewhere), fp32, bf16 or fp16",
+                       choices=("auto", "fp32", "bf16", "fp16")),
+    "train_launcher": Param(str, "in_process", "notebook 02 trains in its own process "
+                            "(in_process) or launches python -m chexlib.train under torchrun",
+                            choices=("in_process", "torchrun")),
+    "train_processes": Param(int, 1, "torchrun: processes on this machine (one per GPU)",
+                             low=1, high=1024),
     "cache_dir": Param(str, "", "image cache folder; empty: <data_root>/.cache"),
     "weights": Param(str, "auto", "initial weights: auto (ImageNet if available, else from "
                      "scratch), imagenet, none, or a checkpoint / state-dict file",

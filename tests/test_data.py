@@ -6,10 +6,14 @@ CSV with valid CheXpert paths.
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import pickle
+import re
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pandas as pd
@@ -23,6 +27,7 @@ from chexlib.data import (
     IMAGENET_STD,
     CheXpertDataset,
     ImageCache,
+    cache_key,
     denormalize,
     load_grayscale,
     patient_split,
@@ -32,6 +37,8 @@ from chexlib.data import (
 )
 from chexlib.data import cache as cache_module
 from chexlib.errors import ImageFileError, LabelFileError, MissingFileError, ParameterError
+from chexlib.errors import LockBusyError
+from chexlib.files import file_lock
 from chexlib.observations import OBSERVATIONS
 
 DATASET = "CheXpert-v1.0-small"
@@ -347,8 +354,8 @@ def test_cache_contents_and_files(root, tmp_path):
     assert cache.rebuilt and cache.array.shape == (6, 32, 32) and cache.array.dtype == np.uint8
     for row in range(6):
         np.testing.assert_array_equal(cache.array[row], load_grayscale(_file(root, row), 32))
-    names = sorted(p.name for p in (tmp_path / "cache").iterdir())
-    assert names == [f"{cache.key}.json", f"{cache.key}.npy"]  # no temp files left
+    # No temp or partial files left; the (empty) build lock stays, see chexlib.files.file_lock.
+    assert _names(tmp_path / "cache") == _finished_names(cache.key)
     assert cache.meta["n"] == 6 and cache.meta["image_size"] == 32 and cache.meta["failed"] == {}
 
 
@@ -443,25 +450,25 @@ def test_killed_build_not_read_as_valid(root, tmp_path, monkeypatch):
     monkeypatch.setattr(cache_module, "load_grayscale", dies_on_third)
     with pytest.raises(KeyboardInterrupt):
         _open(root, tmp_path)
-    assert list((tmp_path / "cache").iterdir()) == []  # nothing that could look complete
+    # Only the resumable partial build is left: nothing that could look complete.
+    key = cache_key(root, read_labels(root / "train.csv"), 32)
+    assert _names(tmp_path / "cache") <= {
+        f".{key}.partial.npy",
+        f".{key}.partial.jsonl",
+        f".{key}.lock",
+    }
     monkeypatch.undo()
-    # A hard kill (no cleanup) leaves a temp file and perhaps an array without metadata.
+    # A hard kill (no cleanup) leaves temp files and perhaps an array without metadata.
     good = _open(root, tmp_path)
     good.path.with_suffix(".json").unlink()
-    dead = subprocess.run(
-        [sys.executable, "-c", "import os; print(os.getpid())"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    stale = (
-        tmp_path
-        / "cache"
-        / f".{good.key}.{cache_module.socket.gethostname()}.{dead.stdout.strip()}.abcd1234.tmp"
-    )
-    stale.write_bytes(b"partial")
+    stale = [
+        tmp_path / "cache" / f".{good.key}.otherhost.12345.abcd1234.tmp",  # array, old versions
+        tmp_path / "cache" / f".{good.key}.json.12345.0123456789ab.tmp",  # atomic_write_json's
+    ]
+    for file in stale:
+        file.write_bytes(b"partial")
     again = _open(root, tmp_path)
-    assert again.rebuilt and not stale.exists()
+    assert again.rebuilt and not any(file.exists() for file in stale)
     np.testing.assert_array_equal(again.array[5], load_grayscale(_file(root, 5), 32))
 
 
@@ -488,3 +495,276 @@ def test_failed_images_retried_when_repaired(root, tmp_path):
     assert again.rebuilt and again.failed == {}
     np.testing.assert_array_equal(again.image(2), load_grayscale(file, 32))
     assert not _open(root, tmp_path).failed  # the repair was written to the metadata
+
+
+# resume and lock ----------------------------------------------------------------------------
+
+
+def _names(folder):
+    return {p.name for p in folder.iterdir()}
+
+
+def _finished_names(key):
+    """The files a finished build leaves: array, metadata and the (empty) lock file."""
+    return {f"{key}.npy", f"{key}.json", f".{key}.lock"}
+
+
+class _Decoder:
+    """Stand-in for the cache's load_grayscale: counts calls and can fail on call ``fail_at``."""
+
+    def __init__(self, fail_at=None):
+        self.calls = 0
+        self.fail_at = fail_at
+
+    def __call__(self, path, size):
+        self.calls += 1
+        if self.calls == self.fail_at:
+            raise RuntimeError("decoding interrupted on purpose")
+        return load_grayscale(path, size)
+
+
+def _decoder(monkeypatch, fail_at=None):
+    decoder = _Decoder(fail_at)
+    monkeypatch.setattr(cache_module, "load_grayscale", decoder)
+    return decoder
+
+
+@pytest.fixture
+def root12(tmp_path, monkeypatch):
+    """12 images, cached in chunks of 3 rows: [0, 3), [3, 6), [6, 9), [9, 12)."""
+    monkeypatch.setattr(cache_module, "CHUNK_ROWS", 3)
+    return make_folder(tmp_path, n_patients=6)
+
+
+def _reference(root, tmp_path):
+    """The array of a cache built from scratch in a separate folder."""
+    cache = ImageCache.open_or_build(
+        root, read_labels(root / "train.csv"), 32, tmp_path / "reference", progress=False
+    )
+    return np.array(cache.array)
+
+
+def _interrupt_after_two_chunks(root, tmp_path, monkeypatch):
+    """Build until row 7 (chunk [6, 9)) raises: chunks [0, 3) and [3, 6) are finished."""
+    _decoder(monkeypatch, fail_at=8)
+    with pytest.raises(RuntimeError, match="on purpose"):
+        _open(root, tmp_path)
+    key = cache_key(root, read_labels(root / "train.csv"), 32)
+    return tmp_path / "cache" / f".{key}.partial.npy", tmp_path / "cache" / f".{key}.partial.jsonl"
+
+
+def test_cache_resumes_after_an_exception(root12, tmp_path, monkeypatch, capsys, caplog):
+    reference = _reference(root12, tmp_path)
+    partial, journal = _interrupt_after_two_chunks(root12, tmp_path, monkeypatch)
+    key = cache_key(root12, read_labels(root12 / "train.csv"), 32)
+    assert partial.is_file() and journal.is_file()
+    assert not (tmp_path / "cache" / f"{key}.json").exists()
+    capsys.readouterr()
+    decoder = _decoder(monkeypatch)
+    with caplog.at_level(logging.INFO, logger="chexlib.data.cache"):
+        again = ImageCache.open_or_build(
+            root12, read_labels(root12 / "train.csv"), 32, tmp_path / "cache", progress=True
+        )
+    assert decoder.calls == 6  # rows 6..11 only: the finished chunks were not decoded again
+    assert again.rebuilt and again.failed == {} and again.meta["n_ok"] == 12
+    np.testing.assert_array_equal(again.array, reference)
+    assert _names(tmp_path / "cache") == _finished_names(key)
+    assert "6 of 12 images already cached" in caplog.text
+    bar = capsys.readouterr().err
+    # The bar starts at the rows already done (6/12, never 0/12) and ends full.
+    assert "(resuming)" in bar and "12/12" in bar and not re.search(r"(?<!\d)0/12", bar)
+
+
+def test_cache_resumes_after_sigkill(tmp_path, monkeypatch):
+    root = make_folder(tmp_path, n_patients=24)  # 48 images
+    labels = read_labels(root / "train.csv")
+    key = cache_key(root, labels, 32)
+    cache_dir = tmp_path / "cache"
+    journal = cache_dir / f".{key}.partial.jsonl"
+    builder = _start_builder(root, cache_dir, delay=0.05, chunk_rows=4)
+    try:
+        deadline = time.monotonic() + 120
+        while _finished_chunks(journal) < 1:
+            assert builder.poll() is None, builder.communicate()
+            assert time.monotonic() < deadline, "the builder finished no chunk"
+            time.sleep(0.01)
+        builder.kill()  # SIGKILL: no cleanup of any kind
+        builder.wait(timeout=30)
+    finally:
+        if builder.poll() is None:
+            builder.kill()
+            builder.wait()
+    assert builder.returncode != 0 and not (cache_dir / f"{key}.json").exists()
+    done = _finished_chunks(journal)
+    assert 1 <= done < 12  # killed mid-build
+    decoder = _decoder(monkeypatch)
+    again = ImageCache.open_or_build(root, labels, 32, cache_dir, progress=False)
+    assert again.rebuilt and decoder.calls == 48 - 4 * done
+    monkeypatch.undo()
+    np.testing.assert_array_equal(again.array, _reference(root, tmp_path))
+    assert _names(cache_dir) == _finished_names(key)
+
+
+def test_cache_resume_ignores_torn_and_off_grid_journal_lines(root12, tmp_path, monkeypatch):
+    reference = _reference(root12, tmp_path)
+    _, journal = _interrupt_after_two_chunks(root12, tmp_path, monkeypatch)
+    entry = {"path": "x.jpg", "error": "ImageFileError", "message": "m"}
+    with open(journal, "a") as f:
+        f.write(json.dumps({"start": 6, "stop": 8, "failed": {}}) + "\n")  # off the grid
+        f.write(json.dumps({"start": 9, "stop": 12, "failed": {"3": entry}}) + "\n")  # row 3?
+        f.write(json.dumps({"start": 9, "stop": 12, "failed": {}})[:20])  # torn by a kill
+    # Interrupt the resume once more after it finished chunk [6, 9): its journal line must
+    # not be glued to the torn line (the journal is rewritten without the bad lines).
+    decoder = _decoder(monkeypatch, fail_at=5)
+    with pytest.raises(RuntimeError, match="on purpose"):
+        _open(root12, tmp_path)
+    assert decoder.calls == 5
+    decoder = _decoder(monkeypatch)
+    again = _open(root12, tmp_path)
+    assert decoder.calls == 3 and again.rebuilt and again.failed == {}
+    np.testing.assert_array_equal(again.array, reference)
+
+
+@pytest.mark.parametrize("damage", ["wrong_shape", "truncated", "journal_header"])
+def test_cache_unusable_partial_is_rebuilt(root12, tmp_path, monkeypatch, damage):
+    reference = _reference(root12, tmp_path)
+    partial, journal = _interrupt_after_two_chunks(root12, tmp_path, monkeypatch)
+    if damage == "wrong_shape":
+        np.save(partial, np.zeros((5, 32, 32), dtype=np.uint8))
+    elif damage == "truncated":
+        partial.write_bytes(partial.read_bytes()[:-100])
+    else:
+        lines = journal.read_text().splitlines()
+        journal.write_text("\n".join([lines[0].replace('"n": 12', '"n": 13'), *lines[1:]]) + "\n")
+    decoder = _decoder(monkeypatch)
+    again = _open(root12, tmp_path)
+    assert decoder.calls == 12 and again.rebuilt  # started afresh
+    np.testing.assert_array_equal(again.array, reference)
+    assert _names(tmp_path / "cache") == _finished_names(again.key)
+
+
+def test_cache_resume_with_another_worker_count(root12, tmp_path, monkeypatch):
+    reference = _reference(root12, tmp_path)
+    _interrupt_after_two_chunks(root12, tmp_path, monkeypatch)
+    monkeypatch.undo()
+    labels = read_labels(root12 / "train.csv")
+    key = cache_key(root12, labels, 32)
+    # Corrupt the images of the finished rows 0..5, keeping size and time stamp (so the key):
+    # decoding any of them again, in whichever process, would record a failure.
+    for row in range(6):
+        file = _file(root12, row)
+        st = file.stat()
+        file.write_bytes(b"\0" * st.st_size)
+        os.utime(file, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert cache_key(root12, labels, 32) == key
+    again = _open(root12, tmp_path, workers=2)
+    assert again.rebuilt and again.failed == {}
+    np.testing.assert_array_equal(again.array, reference)
+
+
+def test_cache_lock_two_processes_build_once(tmp_path):
+    root = make_folder(tmp_path, n_patients=6)  # 12 images, ~1.2 s to build at 0.1 s each
+    cache_dir = tmp_path / "cache"
+    builders = [_start_builder(root, cache_dir, delay=0.1, chunk_rows=4, sync=True) for _ in "ab"]
+    try:
+        for builder in builders:  # both have imported everything: start them together
+            assert builder.stdout.readline().strip() == "ready", builder.communicate()
+        for builder in builders:
+            builder.stdin.write("go\n")
+            builder.stdin.flush()
+        results = [builder.communicate(timeout=120) for builder in builders]
+    finally:
+        for builder in builders:
+            if builder.poll() is None:
+                builder.kill()
+                builder.wait()
+    assert [b.returncode for b in builders] == [0, 0], results
+    rebuilt = sorted(out.split()[0] for out, _ in results)
+    assert rebuilt == ["False", "True"], results  # one built it, the other reused it
+    assert sum("waiting for the lock file" in err for _, err in results) == 1, results
+    key = cache_key(root, read_labels(root / "train.csv"), 32)
+    assert {out.split()[1] for out, _ in results} == {key}
+    cache = ImageCache.open_or_build(root, read_labels(root / "train.csv"), 32, cache_dir)
+    assert not cache.rebuilt
+    np.testing.assert_array_equal(cache.array, _reference(root, tmp_path))
+    assert _names(cache_dir) == _finished_names(key)
+
+
+_BUILDER = """
+import sys, time
+from chexlib.data import ImageCache, read_labels
+from chexlib.data import cache as c
+root, cache_dir, delay, chunk_rows, sync = sys.argv[1:]
+c.CHUNK_ROWS = int(chunk_rows)
+real = c.load_grayscale
+def slow(path, size):
+    time.sleep(float(delay))
+    return real(path, size)
+c.load_grayscale = slow
+labels = read_labels(root + "/train.csv")
+if sync == "sync":
+    print("ready", flush=True)
+    sys.stdin.readline()
+cache = ImageCache.open_or_build(root, labels, 32, cache_dir, progress=False)
+print(cache.rebuilt, cache.key, flush=True)
+"""
+
+
+def _start_builder(root, cache_dir, delay, chunk_rows, sync=False):
+    """A process building the cache of ``root`` at 32 px, decoding slowly (``delay`` s each)."""
+    args = [str(root), str(cache_dir), str(delay), str(chunk_rows), "sync" if sync else "-"]
+    return subprocess.Popen(
+        [sys.executable, "-c", _BUILDER, *args],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _finished_chunks(journal):
+    """Journal lines that record a finished chunk (the header and torn lines do not)."""
+    if not journal.exists():
+        return 0
+    count = 0
+    for line in journal.read_text().splitlines():
+        try:
+            count += "start" in json.loads(line)
+        except ValueError:
+            pass
+    return count
+
+
+def test_file_lock_nonblocking_names_the_lock_file(tmp_path):
+    lock = tmp_path / "locks" / "resource.lock"
+    code = (
+        "import sys\nfrom chexlib.files import file_lock\n"
+        "with file_lock(sys.argv[1]):\n    print('held', flush=True)\n    sys.stdin.readline()"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", code, str(lock)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with (
+            pytest.raises(LockBusyError, match=re.escape(str(lock))) as err,
+            file_lock(lock, blocking=False, what="the test resource"),
+        ):
+            pass
+        assert "the test resource" in str(err.value) and isinstance(err.value, TimeoutError)
+        started = time.monotonic()
+        gave_up = r"gave up after 0\.2 s .*" + re.escape(str(lock))
+        with pytest.raises(LockBusyError, match=gave_up), file_lock(lock, timeout=0.2):
+            pass
+        assert time.monotonic() - started >= 0.2
+    finally:
+        holder.kill()  # SIGKILL: the kernel still releases the lock
+        holder.wait()
+    with file_lock(lock, blocking=False) as held:
+        assert held == lock
+    for bad in [{"timeout": -1}, {"timeout": float("nan")}, {"blocking": False, "timeout": 1}]:
+        with pytest.raises(ParameterError, match="timeout"), file_lock(lock, **bad):
+            pass

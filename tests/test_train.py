@@ -163,7 +163,7 @@ def test_auto_weights_without_network_warns_and_still_trains(tmp_path, monkeypat
 
 @pytest.mark.slow
 def test_early_stopping_and_plateau_schedule_follow_validation_auroc(tmp_path, monkeypatch):
-    import chexlib.train as T
+    import chexlib.train.loop as T
 
     scores = iter([0.6, 0.7, 0.65, 0.64, 0.63])
     monkeypatch.setattr(T, "_validate", lambda *a, **k: {"val_loss": 0.5, "val_auroc": next(scores)})

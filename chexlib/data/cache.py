@@ -7,18 +7,49 @@ it between DataLoader workers).
 
 Files in ``cache_dir``
 ----------------------
-``<key>.npy``   the images, row ``i`` = row ``i`` of the label frame (``numpy.lib.format``)
-``<key>.json``  metadata: key, version, csv, data root, image size, n, created, failed images
+``<key>.npy``                the images, row ``i`` = row ``i`` of the label frame
+                             (``numpy.lib.format``)
+``<key>.json``               metadata: key, version, csv, data root, image size, n, created,
+                             failed images
+``.<key>.partial.npy``       the array of a build in progress (or interrupted)
+``.<key>.partial.jsonl``     its journal: which chunks of rows are finished
+``.<key>.lock``              the build lock (empty; stays on disk)
 
 The key is a SHA-256 of the label CSV's bytes, the data root, the image size, the ordered list
-of ``Path`` values, :data:`CACHE_VERSION` and the resize method. A different CSV, size or file
-list therefore gives a new key and a new cache. Image *contents* are not hashed (reading 11 GB
-to check a cache would defeat it): after replacing images under an unchanged CSV, pass
+of ``Path`` values, the size and modification time of every image, :data:`CACHE_VERSION` and the
+resize method. A different CSV, size or file list therefore gives a new key and a new cache.
+Image *contents* are not hashed (reading 11 GB to check a cache would defeat it): after
+replacing images under an unchanged CSV in a way that keeps their size and time stamp, pass
 ``force=True``.
 
-Crash safety: the array is written under a temporary name and renamed; the metadata is renamed
-into place last and is the commit marker. A cache counts as valid only if the metadata exists,
-matches the key, and the array's shape and dtype match it. Anything else is rebuilt.
+Crash safety: the metadata is written last and is the commit marker. A cache counts as valid
+only if the metadata exists, matches the key, and the array's shape and dtype match it.
+Anything else is rebuilt.
+
+Resume: rows are decoded in chunks of :data:`CHUNK_ROWS` on a fixed grid (row 0, C, 2C, ...;
+independent of ``workers``) straight into ``.<key>.partial.npy``. After a chunk's rows are
+flushed to that file, the main process appends one line to the journal and ``fsync``-s it::
+
+    {"journal": "chexlib image cache", "key": ..., "n": N, "image_size": S, "chunk_rows": C}
+    {"start": 0, "stop": 256, "failed": {"17": {"path": ..., "error": ..., "message": ...}}}
+    ...
+
+The first line is the header; the grid is the header's ``chunk_rows``, so a resume lines up even
+if :data:`CHUNK_ROWS` or ``workers`` changed. A build stopped in any way (exception, Ctrl-C,
+SIGKILL) is continued by the next :meth:`ImageCache.open_or_build` of the same key: it keeps
+the partial array if its header matches, skips the chunks the journal lists and decodes the
+rest. Journal lines that do not parse (a line torn by the kill) or do not fit the grid are
+ignored, and the journal is rewritten without them before new lines are appended. A partial
+array with a wrong header, or a journal with a wrong header, starts the build afresh, as does
+``force=True``. When every chunk is done, the partial array is ``fsync``-ed and renamed to
+``<key>.npy``, the journal is deleted and the metadata (failures merged from the journal) is
+written.
+
+Concurrency: everything that writes the cache happens while holding an advisory lock on
+``.<key>.lock`` (:func:`chexlib.files.file_lock`). A second process that wants the same cache
+waits for it, re-validates, and reuses the finished cache. The lock dies with its holder (even
+with SIGKILL), so no stale lock ever blocks a later build. A valid cache without failed images
+is opened without taking the lock, so a read-only copy of a cache folder still works.
 
 Images that are missing or corrupt do not stop the build: they are recorded in the metadata
 (``failed``: row -> path, error class, message) and stored as zeros; reading such a row raises
@@ -31,26 +62,32 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import multiprocessing
 import os
-import socket
-import uuid
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from contextlib import closing
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, NamedTuple
 
 import numpy as np
 import pandas as pd
 
 from chexlib.data.images import RESIZE_METHOD, check_image_size, load_grayscale, resolve_image_path
 from chexlib.errors import ImageFileError, MissingFileError, ParameterError
-from chexlib.files import atomic_write_json
+from chexlib.files import atomic_write_json, atomic_write_text, file_lock
 from chexlib.progress import progress_bar
 
 #: Bump when the file layout or the meaning of the stored pixels changes.
 CACHE_VERSION = 1
+
+#: Rows per chunk of a new build: the unit of work of a worker process and of the resume
+#: journal. 256 CheXpert images take about a second to decode, so an interruption loses little
+#: work, and 224k rows give ~900 journal lines.
+CHUNK_ROWS = 256
+
+_JOURNAL = "chexlib image cache"
 
 _log = logging.getLogger(__name__)
 _ERRORS = {"MissingFileError": MissingFileError, "ImageFileError": ImageFileError}
@@ -207,37 +244,87 @@ class ImageCache:
         cache_dir = Path(cache_dir)
         cache_dir.mkdir(parents=True, exist_ok=True)
         key = cache_key(data_root, df, image_size)
-        npy, meta_path = cache_dir / f"{key}.npy", cache_dir / f"{key}.json"
-        paths = [resolve_image_path(data_root, p) for p in df["Path"].astype(str)]
+        files = _CacheFiles.of(cache_dir, key)
+        if not force:
+            meta, _ = _validate(files.npy, files.meta, key, len(df), image_size)
+            if meta is not None and (not meta.get("failed") or not os.access(cache_dir, os.W_OK)):
+                # Nothing to write (no failed rows to retry, or no permission to write them): no
+                # lock needed, so a read-only cache folder works.
+                return cls(files.npy, meta, rebuilt=False, reason="reused")
+        # Everything below may write the cache: one process at a time (module docstring).
+        with file_lock(files.lock, what=f"image cache {files.npy}"):
+            return cls._open_locked(files, key, data_root, df, image_size, workers, progress, force)
+
+    @classmethod
+    def _open_locked(
+        cls,
+        files: _CacheFiles,
+        key: str,
+        data_root: str | os.PathLike,
+        df: pd.DataFrame,
+        size: int,
+        workers: int,
+        progress: bool,
+        force: bool,
+    ) -> ImageCache:
+        """:meth:`open_or_build` with the cache's lock held."""
+        # Re-validate under the lock: the process we waited for may have built the cache.
         meta, reason = (
-            (None, "force=True") if force else _validate(npy, meta_path, key, len(df), image_size)
+            (None, "force=True") if force else _validate(files.npy, files.meta, key, len(df), size)
         )
+        _remove_stale_temps(files.npy.parent, key)
+        paths = [resolve_image_path(data_root, p) for p in df["Path"].astype(str)]
         if meta is not None:
-            cache = cls(npy, meta, rebuilt=False, reason="reused")
-            _retry_failed(cache, meta_path, paths, image_size)
+            cache = cls(files.npy, meta, rebuilt=False, reason="reused")
+            _retry_failed(cache, files.meta, paths, size)
             return cache
-        _log.info("building image cache %s: %s", npy, reason)
-        _remove_stale_temps(cache_dir, key)
-        # Drop the old commit marker first: until the new one is written nothing here is valid.
-        meta_path.unlink(missing_ok=True)
-        failed = _build(npy, paths, image_size, workers, progress)
-        meta = {
-            "key": key,
-            "version": CACHE_VERSION,
-            "csv": str(df.attrs.get("source", "")),
-            "data_root": str(Path(data_root).resolve()),
-            "image_size": image_size,
-            "n": len(df),
-            "dtype": "uint8",
-            "resize": RESIZE_METHOD,
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "n_ok": len(df) - len(failed),
-            "failed": {str(k): v for k, v in sorted(failed.items())},
-        }
-        atomic_write_json(meta_path, meta, indent=1)  # last step: from now on the cache counts as valid
+        _log.info("building image cache %s: %s", files.npy, reason)
+        # Drop the old commit marker first: until the new one is written nothing is valid.
+        files.meta.unlink(missing_ok=True)
+        failed = _build(files, key, paths, size, workers, progress, fresh=force)
+        meta = _new_meta(key, df, data_root, size, failed)
+        atomic_write_json(files.meta, meta, indent=1)  # last: from now on the cache is valid
         if failed:
-            _log.warning("image cache %s: %d image(s) failed to decode", npy, len(failed))
-        return cls(npy, meta, rebuilt=True, reason=reason)
+            _log.warning("image cache %s: %d image(s) failed to decode", files.npy, len(failed))
+        return cls(files.npy, meta, rebuilt=True, reason=reason)
+
+
+class _CacheFiles(NamedTuple):
+    """The files of one cache key (see the module docstring)."""
+
+    npy: Path
+    meta: Path
+    partial: Path
+    journal: Path
+    lock: Path
+
+    @classmethod
+    def of(cls, cache_dir: Path, key: str) -> _CacheFiles:
+        return cls(
+            npy=cache_dir / f"{key}.npy",
+            meta=cache_dir / f"{key}.json",
+            partial=cache_dir / f".{key}.partial.npy",
+            journal=cache_dir / f".{key}.partial.jsonl",
+            lock=cache_dir / f".{key}.lock",
+        )
+
+
+def _new_meta(
+    key: str, df: pd.DataFrame, data_root: str | os.PathLike, size: int, failed: dict[int, dict]
+) -> dict[str, Any]:
+    return {
+        "key": key,
+        "version": CACHE_VERSION,
+        "csv": str(df.attrs.get("source", "")),
+        "data_root": str(Path(data_root).resolve()),
+        "image_size": size,
+        "n": len(df),
+        "dtype": "uint8",
+        "resize": RESIZE_METHOD,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "n_ok": len(df) - len(failed),
+        "failed": {str(k): v for k, v in sorted(failed.items())},
+    }
 
 
 # --------------------------------------------------------------------------------------------
@@ -293,44 +380,174 @@ def _retry_failed(cache: ImageCache, meta_path: Path, paths: list[Path], size: i
 
 
 # --------------------------------------------------------------------------------------------
-# building
+# building (always under the cache's lock)
 # --------------------------------------------------------------------------------------------
 
 
-def _temp_name(npy: Path) -> Path:
-    # Host and pid in the name let a later build recognise temp files of dead builds.
-    return npy.with_name(
-        f".{npy.stem}.{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
-    )
-
-
 def _build(
-    npy: Path, paths: list[Path], size: int, workers: int, progress: bool
+    files: _CacheFiles,
+    key: str,
+    paths: list[Path],
+    size: int,
+    workers: int,
+    progress: bool,
+    fresh: bool,
 ) -> dict[int, dict]:
-    """Decode every image into a temporary .npy, then rename it to ``npy``. Returns failures."""
-    tmp = _temp_name(npy)
-    try:
-        arr = np.lib.format.open_memmap(
-            tmp, mode="w+", dtype=np.uint8, shape=(len(paths), size, size)
+    """Decode the unfinished chunks into the partial array, then rename it to ``files.npy``.
+
+    Resumes the build that ``files.journal`` records unless ``fresh``. Returns the failures
+    (row -> path, error, message) of every chunk, including those of earlier attempts.
+    """
+    n = len(paths)
+    if fresh:
+        _discard_partial(files)
+    state = _resume_state(files, key, n, size)
+    if state is None:
+        state = CHUNK_ROWS, {}
+        _start_partial(files, key, n, size, CHUNK_ROWS)
+    chunk_rows, done = state
+    todo = [(s, e) for s, e in _grid(n, chunk_rows) if s not in done]
+    already = n - sum(e - s for s, e in todo)
+    desc = f"caching images at {size}x{size}"
+    if already:
+        desc += " (resuming)"
+        _log.info(
+            "resuming image cache %s: %s of %s images already cached",
+            files.npy,
+            f"{already:,}",
+            f"{n:,}",
         )
-        del arr  # workers (or _fill_rows) reopen it; the header is written already
-        bar = progress_bar(total=len(paths), desc=f"caching images at {size}x{size}", disable=not progress)
-        with bar:
-            if workers == 0:
-                failed = _fill_rows(str(tmp), 0, [str(p) for p in paths], size, bar.update)
-            else:
-                failed = _fill_parallel(tmp, paths, size, workers, bar.update)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, npy)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return failed
+    bar = progress_bar(total=n, initial=already, desc=desc, disable=not progress)
+    with bar, open(files.journal, "a", encoding="utf-8") as journal:
+        chunks = _fill(files.partial, paths, todo, size, workers, bar.update)
+        with closing(chunks):  # on an error, stop the worker pool now, not at garbage collection
+            for start, stop, failed in chunks:
+                _append_line(journal, {"start": start, "stop": stop, "failed": _str_keys(failed)})
+                done[start] = failed
+    _fsync(files.partial)
+    os.replace(files.partial, files.npy)
+    # After the rename: a kill in between leaves a journal without its partial, which is ignored.
+    files.journal.unlink(missing_ok=True)
+    return {row: entry for failed in done.values() for row, entry in failed.items()}
+
+
+def _grid(n: int, chunk_rows: int) -> list[tuple[int, int]]:
+    """The chunks ``(start, stop)`` of a build: fixed, so every attempt of a build agrees."""
+    return [(s, min(s + chunk_rows, n)) for s in range(0, n, chunk_rows)]
+
+
+def _start_partial(files: _CacheFiles, key: str, n: int, size: int, chunk_rows: int) -> None:
+    """Create an empty partial array and a journal holding only its header."""
+    _discard_partial(files)
+    arr = np.lib.format.open_memmap(files.partial, mode="w+", dtype=np.uint8, shape=(n, size, size))
+    del arr  # workers (or _fill_rows) reopen it; the header is written already
+    _fsync(files.partial)  # the header is on disk before the journal vouches for any row
+    header = {"journal": _JOURNAL, "key": key, "n": n, "image_size": size, "chunk_rows": chunk_rows}
+    atomic_write_text(files.journal, json.dumps(header) + "\n")
+
+
+def _discard_partial(files: _CacheFiles) -> None:
+    files.journal.unlink(missing_ok=True)
+    files.partial.unlink(missing_ok=True)
+
+
+def _resume_state(
+    files: _CacheFiles, key: str, n: int, size: int
+) -> tuple[int, dict[int, dict[int, dict]]] | None:
+    """``(chunk_rows, {start: failures})`` of an interrupted build to continue, or None."""
+    if not files.partial.is_file() or not files.journal.is_file():
+        return None
+    if not _partial_matches(files.partial, n, size):
+        _log.info("discarding unfinished image cache %s: wrong array header", files.partial)
+        return None
+    docs = _read_journal(files.journal)
+    header = docs[0] if docs else None
+    expected = {"journal": _JOURNAL, "key": key, "n": n, "image_size": size}
+    if not isinstance(header, dict) or any(header.get(k) != v for k, v in expected.items()):
+        _log.info("discarding unfinished image cache %s: wrong journal header", files.partial)
+        return None
+    chunk_rows = header.get("chunk_rows")
+    if type(chunk_rows) is not int or chunk_rows < 1:
+        return None
+    done = dict(filter(None, (_chunk_entry(doc, n, chunk_rows) for doc in docs[1:])))
+    # Rewrite without the ignored lines: a torn last line would swallow the next line appended.
+    lines = [header] + [
+        {"start": s, "stop": min(s + chunk_rows, n), "failed": _str_keys(f)}
+        for s, f in sorted(done.items())
+    ]
+    atomic_write_text(files.journal, "".join(json.dumps(doc) + "\n" for doc in lines))
+    return chunk_rows, done
+
+
+def _partial_matches(partial: Path, n: int, size: int) -> bool:
+    try:
+        # Also fails if the file is shorter than its header says (a truncated copy).
+        arr = np.load(partial, mmap_mode="r")
+    except (OSError, ValueError, EOFError):
+        return False
+    return arr.shape == (n, size, size) and arr.dtype == np.uint8
+
+
+def _read_journal(journal: Path) -> list[Any]:
+    """One parsed document per line; None for a line that is not JSON (a torn write)."""
+    docs = []
+    for line in journal.read_bytes().splitlines():
+        try:
+            docs.append(json.loads(line))
+        except ValueError:  # includes UnicodeDecodeError
+            docs.append(None)
+    return docs
+
+
+def _chunk_entry(doc: Any, n: int, chunk_rows: int) -> tuple[int, dict[int, dict]] | None:
+    """``(start, failures)`` of a well-formed journal line on the grid, else None."""
+    if not isinstance(doc, dict):
+        return None
+    start, stop, failed = doc.get("start"), doc.get("stop"), doc.get("failed")
+    if type(start) is not int or type(stop) is not int or not isinstance(failed, dict):
+        return None
+    if not 0 <= start < n or start % chunk_rows or stop != min(start + chunk_rows, n):
+        return None
+    rows = {}
+    for row, entry in failed.items():
+        if not (isinstance(row, str) and row.isdigit() and start <= int(row) < stop):
+            return None
+        if not isinstance(entry, dict) or not {"path", "error", "message"} <= entry.keys():
+            return None
+        rows[int(row)] = entry
+    return start, rows
+
+
+def _append_line(journal: IO[str], doc: dict[str, Any]) -> None:
+    journal.write(json.dumps(doc) + "\n")
+    journal.flush()
+    os.fsync(journal.fileno())
+
+
+def _str_keys(failed: dict[int, dict]) -> dict[str, dict]:
+    return {str(k): v for k, v in sorted(failed.items())}
+
+
+def _fsync(path: Path) -> None:
+    with open(path, "rb+") as f:
+        os.fsync(f.fileno())
+
+
+def _fill(
+    partial: Path, paths: list[Path], todo: list[tuple[int, int]], size: int, workers: int, step
+) -> Iterator[tuple[int, int, dict[int, dict]]]:
+    """Decode the chunks ``todo`` into ``partial``; yield ``(start, stop, failures)`` per chunk
+    once its rows are flushed to the file (in completion order)."""
+    if workers == 0 or not todo:
+        for start, stop in todo:
+            rows = [str(p) for p in paths[start:stop]]
+            yield start, stop, _fill_rows(str(partial), start, rows, size, step)
+    else:
+        yield from _fill_parallel(partial, paths, todo, size, workers, step)
 
 
 def _fill_rows(tmp: str, start: int, paths: list[str], size: int, step=None) -> dict[int, dict]:
-    """Decode ``paths`` into rows ``start, start + 1, ...`` of the .npy ``tmp``.
+    """Decode ``paths`` into rows ``start, start + 1, ...`` of the .npy ``tmp``; flush them.
 
     Runs in the main process or in a worker process (so it takes plain str arguments).
     """
@@ -347,45 +564,39 @@ def _fill_rows(tmp: str, start: int, paths: list[str], size: int, step=None) -> 
             }
         if step is not None:
             step(1)
-    arr.flush()
+    arr.flush()  # msync: the rows are in the file before the journal says so
     return failed
 
 
-def _fill_parallel(tmp: Path, paths: list[Path], size: int, workers: int, step) -> dict[int, dict]:
+def _fill_parallel(
+    partial: Path, paths: list[Path], todo: list[tuple[int, int]], size: int, workers: int, step
+) -> Iterator[tuple[int, int, dict[int, dict]]]:
     # Each worker writes its chunk straight into the shared file, so no pixels cross a pipe.
-    chunk = max(1, min(512, math.ceil(len(paths) / (workers * 8))))
     # spawn: safe after torch has started threads, and the same on every platform.
     context = multiprocessing.get_context("spawn")
-    failed: dict[int, dict] = {}
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+    pool = ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=context)
+    try:
         futures = {
-            pool.submit(_fill_rows, str(tmp), s, [str(p) for p in paths[s : s + chunk]], size): s
-            for s in range(0, len(paths), chunk)
+            pool.submit(_fill_rows, str(partial), s, [str(p) for p in paths[s:e]], size): (s, e)
+            for s, e in todo
         }
         for future in as_completed(futures):
-            failed.update(future.result())
-            step(min(chunk, len(paths) - futures[future]))
-    return failed
+            start, stop = futures[future]
+            failed = future.result()
+            step(stop - start)
+            yield start, stop, failed
+    finally:
+        # On an error or Ctrl-C, wait only for the chunks already running, not the queued ones:
+        # those are decoded when the build is resumed.
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _remove_stale_temps(cache_dir: Path, key: str) -> None:
-    """Delete temp files of this key left by builds on this host whose process is gone."""
-    host = socket.gethostname()
+    """Delete this key's temp files (``.<key>.*.tmp``) left by killed writers.
+
+    Called under the cache's lock, and every writer of this key's files holds that lock, so
+    any such file belongs to a process that is gone. (Builds of chexlib versions before the
+    lock also named their temp arrays ``.<key>.<host>.<pid>.<random>.tmp``.)
+    """
     for tmp in cache_dir.glob(f".{key}.*.tmp"):
-        parts = tmp.name.split(".")  # "", key, host..., pid, uuid, "tmp"
-        if len(parts) < 6 or ".".join(parts[2:-3]) != host or not parts[-3].isdigit():
-            continue
-        if not _process_alive(int(parts[-3])):
-            tmp.unlink(missing_ok=True)
-
-
-def _process_alive(pid: int) -> bool:
-    if os.name == "nt":  # os.kill(pid, 0) would terminate the process on Windows
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+        tmp.unlink(missing_ok=True)

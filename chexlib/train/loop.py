@@ -41,7 +41,9 @@ from chexlib.errors import CheckpointError, ParameterError
 from chexlib.files import atomic_write_text
 from chexlib.metrics import auroc
 from chexlib.observations import OBSERVATIONS
+from chexlib.params import SCHEMA
 from chexlib.progress import progress_bar
+from chexlib.train.distributed import DistContext, ShardedBatchSampler
 
 BEST = "checkpoint.pt"
 LAST = "checkpoint_last.pt"
@@ -105,16 +107,17 @@ def select_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
-def epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
+def epoch_batches(n: int, batch_size: int, seed: int, epoch: int,
+                  min_size: int = 2) -> list[list[int]]:
     """The mini-batches of one epoch: positions 0..n-1 in an order fixed by ``(seed, epoch)``.
 
-    A last batch of a single image is dropped: BatchNorm cannot normalise one sample in
-    training mode.
+    A last batch smaller than ``min_size`` is dropped: BatchNorm cannot normalise one sample in
+    training mode (with ``P`` processes each needs two, so training passes ``min_size = 2P``).
     """
     generator = torch.Generator().manual_seed(int(seed) * 1_000_003 + int(epoch))
     order = torch.randperm(n, generator=generator).tolist()
     batches = [order[i:i + batch_size] for i in range(0, n, batch_size)]
-    if batches and len(batches[-1]) == 1 and len(batches) > 1:
+    if batches and len(batches[-1]) < min_size and len(batches) > 1:
         batches.pop()
     return batches
 
@@ -128,23 +131,58 @@ def positive_weights(targets: np.ndarray, masks: np.ndarray, cap: float = 100.0)
 
 
 def masked_bce(logits: torch.Tensor, targets: torch.Tensor, masks: torch.Tensor,
-               pos_weight: torch.Tensor | None = None) -> torch.Tensor:
-    """Binary cross-entropy on logits, averaged over the entries whose mask is 1."""
+               pos_weight: torch.Tensor | None = None,
+               denominator: torch.Tensor | None = None) -> torch.Tensor:
+    """Binary cross-entropy on logits, averaged over the entries whose mask is 1.
+
+    ``denominator`` replaces ``masks.sum()``: a process holding part of a global batch divides
+    by the global batch's count, so that the sum over the processes is the global mean.
+    """
     loss = nn.functional.binary_cross_entropy_with_logits(
         logits, targets, reduction="none", pos_weight=pos_weight)
-    return (loss * masks).sum() / masks.sum().clamp_min(1.0)
+    if denominator is None:
+        denominator = masks.sum()
+    return (loss * masks).sum() / denominator.clamp_min(1.0)
 
 
-def _amp_dtype(device: torch.device) -> torch.dtype | None:
-    if device.type != "cuda":
+#: Values of the ``precision`` parameter.
+PRECISIONS: tuple[str, ...] = SCHEMA["precision"].choices
+
+
+def amp_dtype(device: torch.device, precision: str = "auto") -> torch.dtype | None:
+    """The autocast dtype of a device and ``precision``; None means plain float32.
+
+    ``auto`` is bf16 on CUDA cards that support it (no loss scaling needed), fp16 with a gradient
+    scaler on older cards, and float32 elsewhere: CPU autocast speeds up little and MPS's is
+    partial.
+    """
+    if precision not in PRECISIONS:
+        raise ParameterError(f"precision {precision!r} is unknown; expected one of {PRECISIONS}")
+    if precision == "fp32":
         return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type != "cuda":
+        if precision == "auto":
+            return None
+        raise ParameterError(f"precision {precision!r} needs a CUDA device; this run uses {device}")
+    if precision == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if precision == "bf16" and not torch.cuda.is_bf16_supported():
+        raise ParameterError("precision 'bf16' is not supported by this GPU; use fp16 or auto")
+    return torch.bfloat16 if precision == "bf16" else torch.float16
+
+
+def to_device(images: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Move a batch of images; channels-last on CUDA, where cuDNN's convolutions prefer it."""
+    images = images.to(device, non_blocking=True)
+    if device.type == "cuda":
+        images = images.contiguous(memory_format=torch.channels_last)
+    return images
 
 
 @torch.no_grad()
 def predict(model: nn.Module, dataset: Dataset, batch_size: int = 64,
             device: torch.device | str = "cpu", num_workers: int = 0,
-            progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+            progress: bool = False, precision: str = "auto") -> tuple[np.ndarray, np.ndarray]:
     """Logits and probabilities of every item of a dataset.
 
     Returns
@@ -154,22 +192,19 @@ def predict(model: nn.Module, dataset: Dataset, batch_size: int = 64,
     """
     device = torch.device(device)
     model.eval().to(device)
-    amp = _amp_dtype(device)
+    amp = amp_dtype(device, precision)
     out = []
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     for images, *_ in progress_bar(loader, desc="predicting", disable=not progress, leave=False):
-        images = images.to(device)
-        if device.type == "cuda":
-            images = images.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-            out.append(model(images).float().cpu())
+            out.append(model(to_device(images, device)).float().cpu())
     logits = torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
     return logits, 1.0 / (1.0 + np.exp(-logits))
 
 
-def _validate(model, dataset, config, device, num_workers) -> dict[str, float]:
+def _validate(model, dataset, config, device, num_workers, precision) -> dict[str, float]:
     logits, probs = predict(model, dataset, batch_size=max(64, config.batch_size), device=device,
-                            num_workers=num_workers)
+                            num_workers=num_workers, precision=precision)
     targets = torch.as_tensor(dataset.targets)
     masks = torch.as_tensor(dataset.masks)
     loss = masked_bce(torch.as_tensor(logits), targets, masks).item()
@@ -178,13 +213,38 @@ def _validate(model, dataset, config, device, num_workers) -> dict[str, float]:
     return {"val_loss": loss, "val_auroc": mean}
 
 
-def _new_state(model, config, train_ds, device):
+def train_step(net: nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor,
+               targets: torch.Tensor, masks: torch.Tensor, *, amp: torch.dtype | None = None,
+               scaler: torch.amp.GradScaler | None = None, pos_weight: torch.Tensor | None = None,
+               denominator: torch.Tensor | None = None, world_size: int = 1) -> float:
+    """One optimisation step; returns this process's share of the batch's mean loss.
+
+    Under DDP, which averages gradients over the ``world_size`` processes, each process's loss is
+    its images' masked sum over the *global* batch's ``denominator``, times ``world_size``: the
+    averaged gradient is then the gradient of the global batch's mean loss, whatever the split.
+    """
+    device = images.device
+    with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+        logits = net(images)
+    share = masked_bce(logits.float(), targets, masks, pos_weight, denominator)
+    loss = share * world_size if world_size != 1 else share
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        loss.backward()
+        optimizer.step()
+    return share.item()
+
+
+def _new_state(model, config, train_ds, device, amp):
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, betas=(0.9, 0.999))
     scheduler = None
     if config.lr_schedule == "plateau":
         scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=0.1,
                                                                patience=1)
-    amp = _amp_dtype(device)
     scaler = torch.amp.GradScaler("cuda") if amp == torch.float16 else None
     pos_weight = positive_weights(train_ds.targets, train_ds.masks).to(device) if config.pos_weight else None
     return optimizer, scheduler, scaler, pos_weight
@@ -200,36 +260,58 @@ def _save(path, model, config, optimizer, scheduler, scaler, epoch, step, histor
     )
 
 
-def _resume_point(out_dir: Path, config: TrainConfig, retrain: bool) -> tuple[dict | None, list[str]]:
-    """The last checkpoint to continue from, if it belongs to this configuration."""
+def _resume_point(out_dir: Path, config: TrainConfig, retrain: bool,
+                  context: DistContext) -> tuple[dict | None, list[str]]:
+    """The last checkpoint to continue from, if it belongs to this configuration.
+
+    Every rank reads the same file and reaches the same decision; only rank 0 moves old files.
+    """
     last = out_dir / LAST
     notes: list[str] = []
-    if not last.exists():
-        return None, notes
-    try:
-        state = load_checkpoint(last, classes=config.classes, image_size=config.image_size)
-    except CheckpointError as err:
-        notes.append(f"not resuming: {err}")
-        state = None
-    if state is not None and state.get("config") != config.to_dict():
-        notes.append("not resuming: the checkpoint was trained with another configuration")
-        state = None
-    if retrain and state is not None:
-        notes.append("retraining as asked (retrain=True)")
-        state = None
-    if state is None:
-        # Keep the previous run's files instead of overwriting them at the first save.
-        for name in (BEST, LAST, HISTORY):
-            if (out_dir / name).exists():
-                (out_dir / name).replace(out_dir / f"{name}.previous")
+    state = None
+    if last.exists():
+        try:
+            state = load_checkpoint(last, classes=config.classes, image_size=config.image_size)
+        except CheckpointError as err:
+            notes.append(f"not resuming: {err}")
+        if state is not None and state.get("config") != config.to_dict():
+            notes.append("not resuming: the checkpoint was trained with another configuration")
+            state = None
+        if retrain and state is not None:
+            notes.append("retraining as asked (retrain=True)")
+            state = None
+    context.barrier()  # every rank has read the file before rank 0 may move it
+    if state is None and any((out_dir / n).exists() for n in (BEST, LAST, HISTORY)):
+        if context.is_main:
+            # Keep the previous run's files instead of overwriting them at the first save.
+            for name in (BEST, LAST, HISTORY):
+                if (out_dir / name).exists():
+                    (out_dir / name).replace(out_dir / f"{name}.previous")
         notes.append(f"previous checkpoints kept as *.previous in {out_dir}")
+    context.barrier()
     return state, notes
+
+
+def _wrap(model: nn.Module, device: torch.device, context: DistContext) -> nn.Module:
+    """The module the training steps call: the model itself, or DDP around it."""
+    if not context.distributed:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    if device.type == "cuda" and context.world_size > 1:
+        # A few images per GPU make poor BatchNorm statistics; synchronised BatchNorm computes
+        # them over the global batch. (gloo has no SyncBatchNorm: on CPUs each rank normalises
+        # its own share.)
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    ids = [device.index] if device.type == "cuda" else None
+    return DistributedDataParallel(model, device_ids=ids)
 
 
 def fit(model: nn.Module, train_ds: Dataset, val_ds: Dataset, config: TrainConfig,
         out_dir: str | Path, *, device: str | torch.device = "auto", num_workers: int = 0,
         checkpoint_every: int = 0, retrain: bool = False, progress: bool = True,
-        max_steps: int | None = None, log=print) -> TrainResult:
+        max_steps: int | None = None, precision: str = "auto",
+        context: DistContext | None = None, log=print) -> TrainResult:
     """Train, validate every epoch, keep the best and the last checkpoint; resume when possible.
 
     Parameters
@@ -243,8 +325,7 @@ def fit(model: nn.Module, train_ds: Dataset, val_ds: Dataset, config: TrainConfi
     out_dir : path
         Where ``checkpoint.pt``, ``checkpoint_last.pt`` and ``history.csv`` go.
     device : str or torch.device
-        ``auto`` picks CUDA, then MPS, then CPU. CUDA trains with mixed precision (bf16 where
-        supported) and channels-last.
+        ``auto`` picks CUDA, then MPS, then CPU. CUDA trains channels-last.
     checkpoint_every : int
         Also save the resume point every this many steps (0: at the end of each epoch only).
     retrain : bool
@@ -252,16 +333,31 @@ def fit(model: nn.Module, train_ds: Dataset, val_ds: Dataset, config: TrainConfi
     max_steps : int, optional
         Stop (as if interrupted) after this many optimisation steps in this call; for tests and
         for budgeted runs. The resume point is saved first.
+    precision : {"auto", "fp32", "bf16", "fp16"}
+        Mixed precision on CUDA (:func:`amp_dtype`); ``auto`` is bf16 where supported.
+    context : DistContext, optional
+        This process's place in a torchrun job (:func:`chexlib.train.distributed.init_from_env`);
+        None trains in this process alone. Each rank trains on its share of every global batch
+        under DistributedDataParallel; only rank 0 validates, writes files and logs.
 
     Returns
     -------
     TrainResult
         ``status`` is "reused" when a finished run of this configuration was found.
     """
+    context = context or DistContext()
+    log = log if context.is_main else _silent
+    progress = progress and context.is_main
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    world = context.world_size
+    if config.batch_size < 2 * world:
+        raise ParameterError(
+            f"batch_size {config.batch_size} is too small for {world} processes: each needs at "
+            f"least 2 images per step for BatchNorm; use batch_size >= {2 * world}")
+    if context.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
     device = select_device(device) if isinstance(device, str) else device
-    state, notes = _resume_point(out_dir, config, retrain)
+    state, notes = _resume_point(out_dir, config, retrain, context)
     for note in notes:
         log(note)
     if state is not None and state.get("best", {}).get("finished"):
@@ -272,7 +368,8 @@ def fit(model: nn.Module, train_ds: Dataset, val_ds: Dataset, config: TrainConfi
     model.to(device)
     if device.type == "cuda":
         model.to(memory_format=torch.channels_last)
-    optimizer, scheduler, scaler, pos_weight = _new_state(model, config, train_ds, device)
+    amp = amp_dtype(device, precision)
+    optimizer, scheduler, scaler, pos_weight = _new_state(model, config, train_ds, device, amp)
     epoch, step, history, best = 0, 0, [], {"val_auroc": -math.inf, "epoch": -1, "finished": False}
     if state is not None:
         model.load_state_dict(state["model_state"])
@@ -284,42 +381,46 @@ def fit(model: nn.Module, train_ds: Dataset, val_ds: Dataset, config: TrainConfi
         epoch, step, history, best = state["epoch"], state["step"], state["history"], state["best"]
         restore_rng_state(state["rng"])
         log(f"resuming from {out_dir / LAST}: epoch {epoch + 1}, step {step}")
+    net = _wrap(model, device, context)
+    if context.distributed:
+        log(f"training on {world} process(es), backend {context.backend}, "
+            f"{config.batch_size} images per step in all")
     status = "resumed" if state is not None else "trained"
-    amp = _amp_dtype(device)
+    all_masks = torch.as_tensor(np.asarray(train_ds.masks, dtype=np.float32))
     start, seen, steps_here = time.perf_counter(), 0, 0
     while epoch < config.epochs:
-        model.train()
-        batches = epoch_batches(len(train_ds), config.batch_size, config.seed, epoch)
-        loader = DataLoader(train_ds, batch_sampler=batches[step:], num_workers=num_workers)
+        net.train()
+        batches = epoch_batches(len(train_ds), config.batch_size, config.seed, epoch,
+                                min_size=2 * world)
+        sampler = ShardedBatchSampler(batches, context.rank, world, start=step)
+        loader = DataLoader(train_ds, batch_sampler=sampler, num_workers=num_workers,
+                            pin_memory=device.type == "cuda")
         running, count = 0.0, 0
-        for images, targets, masks, _ in _progress(loader, epoch, config.epochs, progress, step, len(batches)):
-            images, targets, masks = images.to(device), targets.to(device), masks.to(device)
-            if device.type == "cuda":
-                images = images.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-                logits = model(images)
-            loss = masked_bce(logits.float(), targets, masks, pos_weight)
-            optimizer.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                loss.backward()
-                optimizer.step()
-            running, count = running + loss.item() * len(images), count + len(images)
-            step, steps_here, seen = step + 1, steps_here + 1, seen + len(images)
+        shown = _progress(loader, epoch, config.epochs, progress, step, len(batches))
+        for batch, (images, targets, masks, _) in zip(sampler.batches, shown):
+            denominator = all_masks[batch].sum().to(device)
+            share = train_step(net, optimizer, to_device(images, device), targets.to(device),
+                               masks.to(device), amp=amp, scaler=scaler, pos_weight=pos_weight,
+                               denominator=denominator, world_size=world)
+            running, count = running + share * len(batch), count + len(batch)
+            step, steps_here, seen = step + 1, steps_here + 1, seen + len(batch)
             interrupted = max_steps is not None and steps_here >= max_steps
-            if interrupted or (checkpoint_every and step % checkpoint_every == 0):
+            if context.is_main and (interrupted or (checkpoint_every and step % checkpoint_every == 0)):
                 _save(out_dir / LAST, model, config, optimizer, scheduler, scaler, epoch, step,
                       history, best)
             if interrupted:
+                context.barrier()
                 log(f"stopped after {steps_here} steps (max_steps); resume point saved")
                 return TrainResult(out_dir / BEST, out_dir / LAST, _history_frame(history),
                                    "interrupted", time.perf_counter() - start, notes=notes)
+        running = context.sum_float(running, device)  # each rank summed its share of the loss
         row = {"epoch": epoch + 1, "train_loss": running / max(count, 1),
                "lr": optimizer.param_groups[0]["lr"]}
-        row.update(_validate(model, val_ds, config, device, num_workers))
+        scores = [math.nan, math.nan]
+        if context.is_main:
+            scores = list(_validate(model, val_ds, config, device, num_workers, precision).values())
+        val_loss, val_auroc = context.broadcast_floats(scores, device)
+        row.update({"val_loss": val_loss, "val_auroc": val_auroc})
         history.append(row)
         improved = row["val_auroc"] > best["val_auroc"]
         if improved:
@@ -329,21 +430,28 @@ def fit(model: nn.Module, train_ds: Dataset, val_ds: Dataset, config: TrainConfi
         epoch, step = epoch + 1, 0
         stop_early = config.early_stopping and epoch - best["epoch"] >= config.early_stopping
         done = epoch >= config.epochs or bool(stop_early)
-        if improved:
-            _save(out_dir / BEST, model, config, optimizer, scheduler, scaler, epoch, 0, history,
-                  best)
         best = {**best, "finished": done}
-        _save(out_dir / LAST, model, config, optimizer, scheduler, scaler, epoch, 0, history, best)
-        atomic_write_text(out_dir / HISTORY, _history_frame(history).to_csv(index=False))
+        if context.is_main:
+            if improved:
+                _save(out_dir / BEST, model, config, optimizer, scheduler, scaler, epoch, 0,
+                      history, {**best, "finished": False})
+            _save(out_dir / LAST, model, config, optimizer, scheduler, scaler, epoch, 0, history,
+                  best)
+            atomic_write_text(out_dir / HISTORY, _history_frame(history).to_csv(index=False))
         log(f"epoch {epoch}/{config.epochs}: train loss {row['train_loss']:.4f}, val loss "
             f"{row['val_loss']:.4f}, val mean AUROC {row['val_auroc']:.4f}"
             + (" (best)" if improved else ""))
         if stop_early:
             log(f"early stopping: no improvement for {config.early_stopping} epochs")
             break
+    context.barrier()
     seconds = time.perf_counter() - start
     return TrainResult(out_dir / BEST, out_dir / LAST, _history_frame(history), status, seconds,
                        seen / seconds if seconds > 0 else math.nan, notes)
+
+
+def _silent(*args, **kwargs) -> None:
+    """The log of ranks other than 0."""
 
 
 def _history_frame(history: list[dict]) -> pd.DataFrame:
