@@ -31,6 +31,7 @@ a checkpoint that could not be reopened is never written.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import os
@@ -48,7 +49,14 @@ import chexlib
 from chexlib.data.dataset import IMAGENET_MEAN, IMAGENET_STD
 from chexlib.errors import CheckpointError, MissingFileError, ParameterError
 from chexlib.files import atomic_write_bytes
-from chexlib.model import ARCH, DenseNet121, load_model_state
+from chexlib.model import (
+    ARCH,
+    HEAD_KEYS,
+    DenseNet121,
+    describe_keys,
+    load_model_state,
+    remap_legacy_keys,
+)
 from chexlib.observations import OBSERVATIONS, UNCERTAINTY_POLICIES
 from chexlib.rng import capture_rng_state, restore_rng_state
 
@@ -284,7 +292,11 @@ def check_checkpoint(
 ) -> dict:
     """Check a loaded object is a usable checkpoint (see :func:`load_checkpoint`); return it."""
     if not is_checkpoint(obj):
-        raise CheckpointError(f"{path}: not a chexlib checkpoint ({_what_it_is(obj)})")
+        raise CheckpointError(
+            f"{path}: not a chexlib checkpoint ({_what_it_is(obj)}); expected a chexlib "
+            f"checkpoint (a dict with format={FORMAT!r}, written by "
+            "chexlib.checkpoint.save_checkpoint or chexlib.train.fit)"
+        )
     version = obj.get("format_version")
     if version != FORMAT_VERSION:
         raise CheckpointError(f"{path}: {_version_problem(version)}")
@@ -293,6 +305,8 @@ def check_checkpoint(
         raise CheckpointError(f"{path}: incomplete checkpoint, missing {', '.join(missing)}")
     if arch is not None and obj["arch"] != arch:
         raise CheckpointError(f"{path}: architecture {obj['arch']!r}, expected {arch!r}")
+    if obj["arch"] == ARCH:
+        _check_model_state(obj["model_state"], len(obj["classes"]), path)
     if classes is not None and list(obj["classes"]) != list(classes):
         raise CheckpointError(
             f"{path}: other classes than expected: {_class_difference(obj['classes'], classes)}"
@@ -428,11 +442,53 @@ def _unsafe_detail(exc: BaseException) -> str:
 
 def _what_it_is(obj: Any) -> str:
     if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
-        return "it is a plain state dict of model weights; pass it to densenet121(weights=path)"
+        if _is_densenet_state(obj):
+            return "a plain state dict of DenseNet-121 weights; pass it to densenet121(weights=path)"
+        keys = ", ".join(map(str, list(obj)[:3]))
+        return f"a plain state dict of another network than DenseNet-121; its keys: {keys}, ..."
     if isinstance(obj, dict):
         keys = ", ".join(map(str, list(obj)[:5]))
         return f"a dict without format={FORMAT!r}; its keys: {keys or 'none'}"
-    return f"a {type(obj).__name__}, expected a dict with format={FORMAT!r}"
+    return f"a {type(obj).__name__}"
+
+
+@functools.lru_cache(maxsize=8)
+def _densenet_shapes(num_classes: int) -> dict[str, tuple[int, ...]]:
+    """Parameter and buffer shapes of a DenseNet121 with ``num_classes`` outputs (no memory)."""
+    with torch.random.fork_rng(devices=[]), torch.device("meta"):
+        model = DenseNet121(num_classes=num_classes)
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def _is_densenet_state(state: dict) -> bool:
+    """Whether a plain state dict holds DenseNet-121 backbone weights (any classifier)."""
+    own = _densenet_shapes(len(OBSERVATIONS))
+    state = remap_legacy_keys(state)
+    return all(
+        k in state and tuple(state[k].shape) == shape
+        for k, shape in own.items()
+        if k not in HEAD_KEYS and not k.endswith("num_batches_tracked")
+    )
+
+
+def _check_model_state(state: Any, num_classes: int, path: Path) -> None:
+    """A DenseNet-121 checkpoint's ``model_state`` must fit the model it will be loaded into."""
+    if not isinstance(state, dict) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
+    ):
+        raise CheckpointError(
+            f"{path}: model_state is a {type(state).__name__}, expected a state dict "
+            "(parameter name -> tensor)"
+        )
+    own = _densenet_shapes(num_classes)
+    unexpected = sorted(k for k in state if k not in own)
+    missing = sorted(k for k in own if k not in state)
+    misshapen = sorted(k for k in state if k in own and tuple(state[k].shape) != own[k])
+    if unexpected or missing or misshapen:
+        raise CheckpointError(
+            f"{path}: model_state does not fit a DenseNet-121 with {num_classes} outputs: "
+            + describe_keys(unexpected=unexpected, missing=missing, wrong_shape=misshapen)
+        )
 
 
 def _version_problem(version: Any) -> str:

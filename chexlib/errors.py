@@ -40,3 +40,11 @@ class CheckpointError(ChexlibError, ValueError):
 
 class LockBusyError(ChexlibError, TimeoutError):
     """A lock file is held by another process (non-blocking attempt, or the timeout ran out)."""
+
+
+class RunFolderBusyError(ChexlibError, RuntimeError):
+    """Another run is writing into the same run folder (it holds the folder's lock)."""
+
+
+class OutOfMemoryError(ChexlibError, RuntimeError):
+    """A batch did not fit in GPU memory; the message suggests a smaller ``batch_size``."""

@@ -62,6 +62,36 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, durable: bool = Tru
     return path
 
 
+def remove_stale_temps(path: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files that killed writers of ``path`` left behind.
+
+    A temporary file (:func:`temp_path`) carries its writer's pid; it is stale when no process
+    with that pid runs on this machine. (Only this machine's writers are considered: a folder
+    shared with another host may hold a live writer's file under a pid unknown here, so callers
+    use this where one machine writes, the run folder.) Returns the deleted files.
+    """
+    path = Path(path)
+    removed = []
+    for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+        pid = tmp.name[len(path.name) + 2:].split(".")[0]
+        if pid.isdigit() and not _process_alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid() or os.name == "nt":  # on Windows os.kill(pid, 0) would end it
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # it exists but is not ours (or we cannot tell): leave its file alone
+    return True
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     """Write UTF-8 text to ``path`` atomically."""
     return atomic_write_bytes(path, text.encode("utf-8"))

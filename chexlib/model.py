@@ -304,7 +304,7 @@ def _load_backbone(
     if unexpected or missing or misshapen:
         raise CheckpointError(
             f"{path}: not a DenseNet-121 state dict: "
-            + _describe_keys(unexpected=unexpected, missing=missing, wrong_shape=misshapen)
+            + describe_keys(unexpected=unexpected, missing=missing, wrong_shape=misshapen)
         )
     head_fits = all(k in state and state[k].shape == own[k].shape for k in HEAD_KEYS)
     if not (load_head and head_fits):
@@ -313,7 +313,8 @@ def _load_backbone(
     model.load_state_dict(state, strict=False)
 
 
-def _describe_keys(**groups: list[str]) -> str:
+def describe_keys(**groups: list[str]) -> str:
+    """``"2 unexpected keys (a, b); 1 missing keys (c)"``: at most three names per group."""
     parts = []
     for name, keys in groups.items():
         if keys:

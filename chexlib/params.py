@@ -54,7 +54,8 @@ SCHEMA: dict[str, Param] = {
     "val_fraction": Param(float, 0.1, "share of train.csv patients held out for validation",
                           low=0.01, high=0.5),
     "epochs": Param(int, 4, "training epochs", low=1, high=1000),
-    "batch_size": Param(int, 16, "mini-batch size (the study used 16)", low=1, high=4096),
+    "batch_size": Param(int, 16, "mini-batch size (the study used 16); training needs at least 2 "
+                        "images per process for BatchNorm", low=2, high=4096),
     "lr": Param(float, 1e-4, "Adam learning rate", low=1e-8, high=1.0),
     "seed": Param(int, 0, "seed for splits, initialisation and sampling", low=0, high=2**32 - 1),
     "device": Param(str, "auto", "auto (CUDA, then MPS, then CPU), cpu, cuda or mps",
@@ -173,7 +174,28 @@ def validate(params: dict[str, Any], source: str = "parameters") -> dict[str, An
     out = defaults()
     for name, value in params.items():
         out[name] = _coerce(name, SCHEMA[name], value, source)
+    if {"batch_size", "train_launcher", "train_processes"} <= params.keys():
+        _check_batch_per_process(out, source)
     return out
+
+
+def _check_batch_per_process(values: dict[str, Any], source: str) -> None:
+    """Under torchrun each of ``train_processes`` processes trains on its share of a batch."""
+    processes = values["train_processes"] if values["train_launcher"] == "torchrun" else 1
+    if values["batch_size"] < 2 * processes:
+        raise ParameterError(
+            f"{source}: parameter 'batch_size' = {values['batch_size']!r} is too small for "
+            f"train_processes={processes}: each process needs at least 2 images per step "
+            f"(BatchNorm); expected batch_size >= {2 * processes}"
+        )
+
+
+def _did_you_mean(value: Any, allowed: tuple) -> str:
+    """`` (did you mean 'x'?)`` for a misspelled string, else empty."""
+    if not isinstance(value, str):
+        return ""
+    close = difflib.get_close_matches(value, [str(a) for a in allowed], n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def _coerce(name: str, p: Param, value: Any, source: str) -> Any:
@@ -211,12 +233,14 @@ def _coerce(name: str, p: Param, value: Any, source: str) -> Any:
         value = list(value)
         bad = [v for v in value if p.item_choices and v not in p.item_choices]
         if bad:
-            raise ParameterError(f"{where}: {bad[0]!r} is not allowed; expected items from "
+            raise ParameterError(f"{where}: {bad[0]!r} is not allowed"
+                                 f"{_did_you_mean(bad[0], p.item_choices)}; expected items from "
                                  f"{', '.join(map(str, p.item_choices))}")
         if not value:
             raise ParameterError(f"{where} is empty; expected at least one item")
     if p.choices and value not in p.choices:
-        raise ParameterError(f"{where} = {value!r} is not allowed; expected one of "
+        raise ParameterError(f"{where} = {value!r} is not allowed"
+                             f"{_did_you_mean(value, p.choices)}; expected one of "
                              f"{', '.join(map(str, p.choices))}")
     if p.low is not None and not (p.low <= value <= p.high):
         raise ParameterError(f"{where} = {value!r} is out of range; expected {_range_text(p)}")
@@ -251,11 +275,23 @@ def load_file(path: str | os.PathLike) -> dict[str, Any]:
     try:
         values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as err:
-        raise ParameterError(f"{path}: not valid YAML ({err})") from err
+        raise ParameterError(f"{path}: not valid YAML ({err}); {_MAPPING}") from err
     if not isinstance(values, dict):
-        raise ParameterError(f"{path}: expected a mapping of parameter names to values")
+        raise ParameterError(f"{path}: {_MAPPING}; got {_kind(values)}")
     validate(values, source=str(path))
     return values
+
+
+_MAPPING = "expected a mapping of parameter names to values (name: value lines)"
+
+
+def _kind(value: Any) -> str:
+    """What a YAML document turned out to be: ``a list``, ``a str ('epochs=3')``."""
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    text, name = repr(value), type(value).__name__
+    article = "an" if name[0] in "aeiou" else "a"
+    return f"{article} {name} ({text[:60] + '...' if len(text) > 60 else text})"
 
 
 def parse_override(text: str) -> Any:

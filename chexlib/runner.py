@@ -18,9 +18,10 @@ import os
 import re
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 
@@ -28,6 +29,7 @@ from chexlib.errors import ChexlibError, MissingFileError, ParameterError
 from chexlib.files import atomic_write_bytes
 from chexlib.params import SCHEMA
 from chexlib.progress import PROGRESS_ENV
+from chexlib.runlock import run_lock
 from chexlib.session import ROOT_ENV, absolute_paths, ensure_data, project_root
 
 NOTEBOOK_PATTERN = re.compile(r"^\d\d_[A-Za-z0-9_]+\.ipynb$")
@@ -161,19 +163,22 @@ def run_series(
         check_parameters_cell(p)
     params = absolute_paths(params, root)
     run_dir = Path(params["run_dir"])
-    (run_dir / "notebooks").mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(run_dir / "params.yaml", yaml.safe_dump(params, sort_keys=False).encode())
-    echo(f"run folder: {run_dir}")
-    ensure_data(params, Path(params["data_root"]))  # generating the phantom shows progress here
-    saved_env = {k: os.environ.get(k) for k in (ROOT_ENV, "JUPYTER_PATH", PROGRESS_ENV)}
-    try:
-        return _execute_all(paths, params, run_dir, root, cell_timeout, log_output, echo)
-    finally:  # the kernel's environment is the run's, not the caller's from now on
-        for key, value in saved_env.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    # One series per run folder: a second one refuses here, before writing anything (runlock).
+    with run_lock(run_dir, what="python -m chexlib run"):
+        (run_dir / "notebooks").mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(run_dir / "params.yaml",
+                           yaml.safe_dump(params, sort_keys=False).encode())
+        echo(f"run folder: {run_dir}")
+        ensure_data(params, Path(params["data_root"]))  # generating the phantom shows progress
+        saved_env = {k: os.environ.get(k) for k in (ROOT_ENV, "JUPYTER_PATH", PROGRESS_ENV)}
+        try:
+            return _execute_all(paths, params, run_dir, root, cell_timeout, log_output, echo)
+        finally:  # the kernel's environment is the run's, not the caller's from now on
+            for key, value in saved_env.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
 
 
 def _execute_all(paths, params, run_dir, root, cell_timeout, log_output, echo) -> SeriesResult:

@@ -23,6 +23,7 @@ import numpy as np
 from chexlib.errors import MissingFileError
 from chexlib.files import atomic_write_bytes
 from chexlib.params import validate
+from chexlib.runlock import check_free
 
 #: Environment variable that fixes the folder relative paths resolve against.
 ROOT_ENV = "CHEXLIB_ROOT"
@@ -168,6 +169,7 @@ def start(params: dict[str, Any]) -> Session:
     params = absolute_paths(validate(params, source="notebook parameters"), root)
     run_dir, data_root = Path(params["run_dir"]), Path(params["data_root"])
     cache_dir = Path(params["cache_dir"]) if params["cache_dir"] else data_root / ".cache"
+    check_free(run_dir)  # a series or training job writing there now: stop before touching it
     for sub in ("figures", "tables"):
         (run_dir / sub).mkdir(parents=True, exist_ok=True)
     ensure_data(params, data_root)

@@ -36,8 +36,13 @@ from chexlib.data import (
     split_frame,
 )
 from chexlib.data import cache as cache_module
-from chexlib.errors import ImageFileError, LabelFileError, MissingFileError, ParameterError
-from chexlib.errors import LockBusyError
+from chexlib.errors import (
+    ImageFileError,
+    LabelFileError,
+    LockBusyError,
+    MissingFileError,
+    ParameterError,
+)
 from chexlib.files import file_lock
 from chexlib.observations import OBSERVATIONS
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -166,7 +167,7 @@ def test_truncated_file_detected_and_recomputed(tmp_path, keep):
     data = path.read_bytes()
     path.write_bytes(data[: int(keep * len(data)) if isinstance(keep, float) else keep])
     assert not store.has("lrp", IMAGE)
-    with pytest.raises(CorruptMapError, match="unreadable|expected"):
+    with pytest.raises(CorruptMapError, match="unreadable|expected|checksum does not match"):
         store.load("lrp", IMAGE)
     calls = []
     fresh = store.get_or_compute("lrp", IMAGE, lambda: calls.append(1) or np.ones((14, 16, 16)))
@@ -174,15 +175,27 @@ def test_truncated_file_detected_and_recomputed(tmp_path, keep):
     np.testing.assert_array_equal(fresh, np.ones((14, 16, 16)))
 
 
+def _write_with_checksum(path, array):
+    """A map file with a valid checksum trailer around any array (to reach the later checks)."""
+    from chexlib.explain.store import _trailer
+
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    path.write_bytes(buffer.getvalue() + _trailer(buffer.getvalue()))
+
+
 def test_file_disagreeing_with_index_detected(tmp_path):
     store = MapStore(tmp_path)
     path = store.save("lrp", IMAGE, np.ones((14, 8, 8)))
-    np.save(path, np.ones((14, 8, 7), dtype=np.float16))  # a stray file of another shape
+    np.save(path, np.ones((14, 8, 8), dtype=np.float16))  # a plain .npy: no checksum
+    with pytest.raises(CorruptMapError, match="checksum does not match"):
+        store.load("lrp", IMAGE)
+    _write_with_checksum(path, np.ones((14, 8, 7), dtype=np.float16))  # another shape
     with pytest.raises(CorruptMapError, match=r"\[14, 8, 8\]"):
         store.load("lrp", IMAGE)
-    np.save(path, np.ones((14, 8, 8), dtype=np.float32))  # not float16
+    _write_with_checksum(path, np.ones((14, 8, 8), dtype=np.float32))  # not float16
     assert not store.has("lrp", IMAGE)
-    np.save(path, np.full((14, 8, 8), np.nan, dtype=np.float16))
+    _write_with_checksum(path, np.full((14, 8, 8), np.nan, dtype=np.float16))
     with pytest.raises(CorruptMapError, match="NaN"):
         store.load("lrp", IMAGE)
 

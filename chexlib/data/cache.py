@@ -23,8 +23,13 @@ replacing images under an unchanged CSV in a way that keeps their size and time 
 ``force=True``.
 
 Crash safety: the metadata is written last and is the commit marker. A cache counts as valid
-only if the metadata exists, matches the key, and the array's shape and dtype match it.
-Anything else is rebuilt.
+only if the metadata exists, matches the key, the array's shape and dtype match it, and the
+array's rows match their checksums (``digests``: BLAKE2b-128 of every :data:`DIGEST_ROWS` rows,
+computed when the build finishes). Each open verifies every checksum of an array up to
+:data:`VERIFY_ALL_BYTES` (the phantom's caches: milliseconds) and a random sample of
+:data:`VERIFY_SAMPLE` chunks plus the last one of a larger array (CheXpert's), so a cache
+deleted, truncated or overwritten between notebooks is rebuilt, never used. Anything else is
+rebuilt too.
 
 Resume: rows are decoded in chunks of :data:`CHUNK_ROWS` on a fixed grid (row 0, C, 2C, ...;
 independent of ``workers``) straight into ``.<key>.partial.npy``. After a chunk's rows are
@@ -62,6 +67,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import multiprocessing
 import os
 from collections.abc import Iterator
@@ -80,12 +86,17 @@ from chexlib.files import atomic_write_json, atomic_write_text, file_lock
 from chexlib.progress import progress_bar
 
 #: Bump when the file layout or the meaning of the stored pixels changes.
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: checksums of the rows in the metadata
 
 #: Rows per chunk of a new build: the unit of work of a worker process and of the resume
 #: journal. 256 CheXpert images take about a second to decode, so an interruption loses little
 #: work, and 224k rows give ~900 journal lines.
 CHUNK_ROWS = 256
+#: Rows per checksum (the metadata's ``digests``); opening a cache verifies them.
+DIGEST_ROWS = 256
+#: Arrays up to this size are verified completely on each open; larger ones by a spot check.
+VERIFY_ALL_BYTES = 1 << 30
+VERIFY_SAMPLE = 8
 
 _JOURNAL = "chexlib image cache"
 
@@ -283,6 +294,7 @@ class ImageCache:
         files.meta.unlink(missing_ok=True)
         failed = _build(files, key, paths, size, workers, progress, fresh=force)
         meta = _new_meta(key, df, data_root, size, failed)
+        meta["digests"] = chunk_digests(np.load(files.npy, mmap_mode="r"))
         atomic_write_json(files.meta, meta, indent=1)  # last: from now on the cache is valid
         if failed:
             _log.warning("image cache %s: %d image(s) failed to decode", files.npy, len(failed))
@@ -355,7 +367,43 @@ def _validate(
             None,
             f"array shape {arr.shape} {arr.dtype} does not match ({n}, {size}, {size}) uint8",
         )
+    damaged = _damaged_chunk(arr, meta.get("digests"))
+    if damaged is not None:
+        return None, f"array {npy}: {damaged}"
     return meta, "valid"
+
+
+def chunk_digests(arr: np.ndarray) -> list[str]:
+    """BLAKE2b-128 digests (hex) of the array's chunks of :data:`DIGEST_ROWS` rows, in order."""
+    return [_chunk_digest(arr, chunk) for chunk in range(math.ceil(len(arr) / DIGEST_ROWS))]
+
+
+def _chunk_digest(arr: np.ndarray, chunk: int) -> str:
+    rows = arr[chunk * DIGEST_ROWS:(chunk + 1) * DIGEST_ROWS]
+    return hashlib.blake2b(np.ascontiguousarray(rows).tobytes(), digest_size=16).hexdigest()
+
+
+def _damaged_chunk(arr: np.ndarray, digests: Any) -> str | None:
+    """Why the array fails its checksums (None if it passes).
+
+    Every chunk is checked when the array is at most :data:`VERIFY_ALL_BYTES`; a larger one
+    (CheXpert at 320 px: 22.9 GB) gets a spot check of :data:`VERIFY_SAMPLE` random chunks and
+    the last one on each open, so that opening it stays fast.
+    """
+    n_chunks = math.ceil(len(arr) / DIGEST_ROWS)
+    if not isinstance(digests, list) or len(digests) != n_chunks:
+        return "its checksums are missing from the metadata"
+    chunks = list(range(n_chunks))
+    if arr.nbytes > VERIFY_ALL_BYTES:
+        rng = np.random.default_rng()
+        chunks = sorted({*rng.choice(n_chunks, size=min(VERIFY_SAMPLE, n_chunks), replace=False),
+                         n_chunks - 1})
+    for chunk in chunks:
+        if _chunk_digest(arr, chunk) != digests[chunk]:
+            start = chunk * DIGEST_ROWS
+            return (f"rows {start}-{min(start + DIGEST_ROWS, len(arr)) - 1} do not match their "
+                    "checksum (the file was changed or damaged after it was built)")
+    return None
 
 
 def _retry_failed(cache: ImageCache, meta_path: Path, paths: list[Path], size: int) -> None:
@@ -373,6 +421,8 @@ def _retry_failed(cache: ImageCache, meta_path: Path, paths: list[Path], size: i
         arr[row] = img
         del cache.failed[row]
     arr.flush()
+    for chunk in sorted({row // DIGEST_ROWS for row in repaired}):
+        cache.meta["digests"][chunk] = _chunk_digest(arr, chunk)
     del arr
     cache.meta["failed"] = {str(k): v for k, v in sorted(cache.failed.items())}
     cache.meta["n_ok"] = len(cache) - len(cache.failed)

@@ -11,16 +11,29 @@ Conventions
   slightly along the long side; every model, heatmap and mask in chexlib uses this same frame.
 * Resizing uses PIL's bilinear filter, which widens its support when shrinking, i.e. it
   antialiases when downsampling.
+
+Damaged files
+-------------
+A missing file raises :class:`~chexlib.errors.MissingFileError`; a file that is not an image, or
+is truncated (a half-copied JPEG, a download padded with zeros), raises
+:class:`~chexlib.errors.ImageFileError`; both name the file. This holds even if other code in
+the process has set ``PIL.ImageFile.LOAD_TRUNCATED_IMAGES = True`` (which makes PIL pad a
+truncated image with gray): chexlib turns it off while it decodes and restores it afterwards.
+Not detectable: bytes damaged *inside* a JPEG's compressed data of the right length. JPEG has no
+checksum and libjpeg decodes such a file with visible artefacts, without an error.
 """
 
 from __future__ import annotations
 
 import numbers
 import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageFile
 
 from chexlib.errors import ImageFileError, LabelFileError, MissingFileError, ParameterError
 
@@ -84,9 +97,37 @@ def read_radiograph(path: str | os.PathLike) -> np.ndarray:
     return np.array(_open_gray(Path(path)), dtype=np.uint8)
 
 
+_strict_lock = threading.Lock()
+_strict_users = 0
+_saved_load_truncated = False
+
+
+@contextmanager
+def _refuse_truncated() -> Iterator[None]:
+    """Keep ``PIL.ImageFile.LOAD_TRUNCATED_IMAGES`` False while chexlib decodes.
+
+    The flag is a process-wide global that other libraries may turn on. Decodes in several
+    threads share one "off" period: the first to enter saves the caller's value, the last to
+    leave restores it.
+    """
+    global _strict_users, _saved_load_truncated
+    with _strict_lock:
+        if _strict_users == 0:
+            _saved_load_truncated = ImageFile.LOAD_TRUNCATED_IMAGES
+        _strict_users += 1
+        ImageFile.LOAD_TRUNCATED_IMAGES = False
+    try:
+        yield
+    finally:
+        with _strict_lock:
+            _strict_users -= 1
+            if _strict_users == 0:
+                ImageFile.LOAD_TRUNCATED_IMAGES = _saved_load_truncated
+
+
 def _open_gray(path: Path) -> Image.Image:
     try:
-        with Image.open(path) as img:
+        with _refuse_truncated(), Image.open(path) as img:
             img.load()  # decode every byte now, so truncation is caught here and not later
             return img.convert("L")
     except FileNotFoundError as err:
@@ -114,8 +155,9 @@ def load_grayscale(path: str | os.PathLike, image_size: int) -> np.ndarray:
     MissingFileError
         If the file does not exist.
     ImageFileError
-        If the file is not an image, or is corrupt or truncated. Truncated JPEGs are errors:
-        chexlib never sets ``PIL.ImageFile.LOAD_TRUNCATED_IMAGES``.
+        If the file is not an image, or is corrupt or truncated. Truncated JPEGs are errors,
+        even where other code has set ``PIL.ImageFile.LOAD_TRUNCATED_IMAGES`` (module
+        docstring).
     ParameterError
         If ``image_size`` is not a positive integer.
     """

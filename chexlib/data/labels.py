@@ -4,7 +4,19 @@ A CheXpert CSV has the columns ``Path, Sex, Age, Frontal/Lateral, AP/PA`` follow
 observations (:data:`chexlib.observations.OBSERVATIONS`). Label cells are ``1.0``, ``0.0``,
 ``-1.0`` (uncertain) or empty (not mentioned). :func:`read_labels` checks all of that and stops
 with an error naming the file, the line and what was expected: nothing is silently dropped.
-Extra columns are kept as they are; a UTF-8 byte-order mark and Windows line endings are accepted.
+
+What works and what stops:
+
+* Extra columns (anywhere in the header) are kept as they are, as text; a UTF-8 byte-order mark
+  and Windows (``\r\n``) or old Mac (``\r``) line endings are accepted; blank lines are skipped;
+  spaces around cells are stripped. ``.csv.gz`` files are read through gzip.
+* A semicolon-, tab- or pipe-separated file stops with a message saying which delimiter it
+  seems to use and that a comma-separated file is expected.
+* A column name that appears twice in the header stops (which one would be meant is unknowable).
+* Bytes that are not UTF-8, a damaged gzip stream, a NUL byte or a ragged row stop with the
+  file (and line) named. :func:`read_labels` raises only :class:`~chexlib.errors.LabelFileError`
+  and :class:`~chexlib.errors.MissingFileError`; a property-based test feeds it arbitrary bytes
+  and mutated files to keep it so.
 """
 
 from __future__ import annotations
@@ -15,6 +27,7 @@ import gzip
 import importlib.resources
 import os
 import re
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -23,13 +36,17 @@ import pandas as pd
 from chexlib.errors import LabelFileError, MissingFileError
 from chexlib.observations import META_COLUMNS, OBSERVATIONS
 
-#: ``<dataset folder>/<split>/patientNNNNN/studyN/viewN_<frontal|lateral>.jpg``
+#: ``<dataset folder>/<split>/patientNNNNN/studyN/viewN_<frontal|lateral>.jpg``. The dataset
+#: folder may be any name except ``.`` and ``..`` (which would resolve to another file: the
+#: first component is replaced by the data root); ``\Z``, not ``$``, so no trailing newline.
 PATH_PATTERN = re.compile(
-    r"^(?P<dataset>[^/\\]+)/(?P<split>train|valid|test)/(?P<patient>patient\d+)/"
-    r"(?P<study>study\d+)/view\d+_(?P<view>frontal|lateral)\.jpg$"
+    r"^(?P<dataset>(?!\.\.?/)[^/\\]+)/(?P<split>train|valid|test)/(?P<patient>patient\d+)/"
+    r"(?P<study>study\d+)/view\d+_(?P<view>frontal|lateral)\.jpg\Z"
 )
 REQUIRED_COLUMNS: tuple[str, ...] = META_COLUMNS + OBSERVATIONS
 _LABEL_VALUES = {"1.0": 1.0, "1": 1.0, "0.0": 0.0, "0": 0.0, "-1.0": -1.0, "-1": -1.0, "": np.nan}
+#: Delimiters people export by mistake (Excel in many locales writes ';'), with their names.
+_OTHER_DELIMITERS = {";": "semicolon", "\t": "tab", "|": "pipe"}
 
 
 def read_labels(path: str | os.PathLike) -> pd.DataFrame:
@@ -52,9 +69,10 @@ def read_labels(path: str | os.PathLike) -> pd.DataFrame:
     MissingFileError
         If the file does not exist.
     LabelFileError
-        If the file is empty, a required column is missing or misspelled, a label is not one of
-        1, 0, -1 or blank, an ``Age`` is not a number, a ``Path`` does not fit the CheXpert
-        pattern, or the same ``Path`` appears twice. The message names the file and the line.
+        If the file is empty or not UTF-8 text, is not comma-separated, a required column is
+        missing or misspelled, a column name appears twice, a label is not one of 1, 0, -1 or
+        blank, an ``Age`` is not a number, a ``Path`` does not fit the CheXpert pattern, or the
+        same ``Path`` appears twice. The message names the file and the line (and column).
     """
     path = Path(path)
     if not path.is_file():
@@ -90,20 +108,38 @@ def _read_cells(path: Path) -> tuple[list[str], list[list[str]], np.ndarray]:
             if header is None or not any(c.strip() for c in header):
                 raise LabelFileError(f"{path}: the file is empty; expected a CheXpert header and rows")
             header = [c.strip() for c in header]
+            if len(header) == 1 and (name := _other_delimiter(header, len(REQUIRED_COLUMNS))):
+                raise LabelFileError(
+                    f"{path}, line 1: the header is a single column that looks {name}-separated "
+                    f"({header[0][:60]!r}...); expected a comma-separated CSV"
+                )
             rows, lines = [], []
             for row in reader:
                 if not row or (len(row) == 1 and not row[0].strip()):
                     continue  # blank line
                 if len(row) != len(header):
+                    name = _other_delimiter(row, len(header)) if len(row) < len(header) else None
+                    hint = f"; the line looks {name}-separated, expected comma-separated"
+                    hint = hint if name else ""
                     raise LabelFileError(
                         f"{path}, line {reader.line_num}: {len(row)} cells, expected "
-                        f"{len(header)} as in the header"
+                        f"{len(header)} as in the header{hint}"
                     )
                 rows.append(row)
                 lines.append(reader.line_num)
-    except (UnicodeDecodeError, csv.Error, OSError, EOFError) as err:
+    except (UnicodeDecodeError, csv.Error, OSError, EOFError, zlib.error) as err:
+        # OSError includes gzip.BadGzipFile; zlib.error is a damaged compressed stream.
         raise LabelFileError(f"{path}: not a readable UTF-8 CSV file ({err})") from err
     return header, rows, np.asarray(lines, dtype=np.int64)
+
+
+def _other_delimiter(cells: list[str], n_columns: int) -> str | None:
+    """Name of the non-comma delimiter that ``cells`` (a row read as comma-separated) seems to
+    use, or None: the most frequent of ``; tab |`` if it occurs at least half as often as the
+    row should have separators."""
+    counts = {d: sum(c.count(d) for c in cells) for d in _OTHER_DELIMITERS}
+    best = max(counts, key=counts.get)
+    return _OTHER_DELIMITERS[best] if counts[best] >= max(1, (n_columns - 1) // 2) else None
 
 
 def _line(df: pd.DataFrame, row: int) -> int:
@@ -112,6 +148,14 @@ def _line(df: pd.DataFrame, row: int) -> int:
 
 
 def _check_columns(df: pd.DataFrame, path: Path) -> None:
+    names = [str(c) for c in df.columns]
+    repeated = sorted({c for c in names if names.count(c) > 1}, key=names.index)
+    if repeated:
+        where = [i + 1 for i, c in enumerate(names) if c == repeated[0]]
+        raise LabelFileError(
+            f"{path}, line 1: column {repeated[0]!r} appears {len(where)} times in the header "
+            f"(columns {', '.join(map(str, where))}); expected each column name once"
+        )
     missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
     if not missing:
         return
@@ -130,7 +174,7 @@ def _check_columns(df: pd.DataFrame, path: Path) -> None:
 
 def _check_paths(df: pd.DataFrame, path: Path) -> None:
     paths = df["Path"]
-    fits = paths.str.match(PATH_PATTERN.pattern)
+    fits = paths.str.fullmatch(PATH_PATTERN.pattern)
     if not fits.all():
         row = int(np.flatnonzero(~fits.to_numpy())[0])
         raise LabelFileError(

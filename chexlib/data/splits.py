@@ -44,7 +44,8 @@ def patient_split(
     Raises
     ------
     ParameterError
-        If ``val_fraction`` is not in (0, 1) or would leave either side without patients.
+        If ``df`` has no rows (e.g. a filter left none), or ``val_fraction`` is not in (0, 1)
+        or would leave either side without patients.
     LabelFileError
         If ``df`` has no ``Path`` column or a ``Path`` has no patient id.
     """
@@ -54,6 +55,11 @@ def patient_split(
         or not 0.0 < float(val_fraction) < 1.0
     ):
         raise ParameterError(f"val_fraction is {val_fraction!r}; expected a number in (0, 1)")
+    if isinstance(df, pd.DataFrame) and len(df) == 0:
+        raise ParameterError(
+            "patient_split: df has no rows (did a filter leave none?); expected a label frame "
+            "with at least two patients, one for each side"
+        )
     pids = _patients(df)
     patients = np.unique(pids)  # sorted, so the row order cannot matter
     n_val = round(float(val_fraction) * len(patients))

@@ -44,7 +44,8 @@ def policy_positive_rates(df: pd.DataFrame) -> pd.DataFrame:
     """Positive rate of each observation under each uncertainty policy, in percent.
 
     The rate is the share of positive targets among the entries that count in the loss, so
-    ``ignore`` divides by the certain entries only.
+    ``ignore`` divides by the certain entries only. A class with no positives gets 0; NaN (no
+    warning) where no entry counts, i.e. every label of the class is uncertain under ``ignore``.
 
     Returns
     -------

@@ -12,10 +12,13 @@ CheXlocalize's id of the image (``patient64541_study1_view1_frontal``,
 order unless a subset (still in CheXpert order) is given on a method's first save; every map of a
 method has the same classes and size, recorded in its ``index.json``.
 
-Each file is a plain ``.npy`` (``np.load`` reads it), written atomically: a reader sees the old
-map, the new one or none. A file that does not load, or whose dtype, shape or values disagree
-with the index (a torn write after a power cut, a stray copy) counts as *missing*: it is
-reported, never used, and :meth:`MapStore.get_or_compute` recomputes it.
+Each file is a ``.npy`` followed by a checksum trailer (a tag and the BLAKE2b-128 digest of the
+``.npy`` bytes; ``np.load`` reads the file and ignores the trailer), written atomically: a reader
+sees the old map, the new one or none. A file whose checksum fails, that does not load, or whose
+dtype, shape or values disagree with the index (a torn write after a power cut, flipped bits, a
+stray copy) counts as *missing*: it is reported, never used, and :meth:`MapStore.get_or_compute`
+recomputes it. A damaged ``index.json`` makes its method's maps unverifiable: they are removed
+with a warning and recomputed.
 
 Precision of float16: 11 significant bits, relative error at most 2**-11 (about 5e-4) for
 ``|value| >= 6.1e-5``; smaller values are subnormal and keep an absolute error of at most 3e-8
@@ -25,10 +28,12 @@ not clipped: a map that large is a bug upstream, and clipping would hide it.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
 import re
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -39,7 +44,9 @@ from chexlib.files import atomic_write_bytes, atomic_write_json
 from chexlib.masks import chexlocalize_image_id
 from chexlib.observations import OBSERVATIONS
 
-FORMAT = 1
+FORMAT = 2  # 2: a checksum trailer after the .npy payload
+_CHECKSUM_TAG = b"\nchexlib-blake2b-128:"
+TRAILER_SIZE = len(_CHECKSUM_TAG) + 32
 FLOAT16_MAX = float(np.finfo(np.float16).max)  # 65504
 _METHOD_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$")
 _IMAGE_ID_PATTERN = re.compile(r"^patient\d+_study\d+_view\d+_(?:frontal|lateral)$")
@@ -58,6 +65,11 @@ class CorruptMapError(MapNotFoundError):
 
 class MapStoreError(ChexlibError, ValueError):
     """A map, method name or class list given to the store is malformed."""
+
+
+def _trailer(payload: bytes) -> bytes:
+    """The checksum appended to a map file's ``.npy`` bytes (``np.load`` ignores it)."""
+    return _CHECKSUM_TAG + hashlib.blake2b(payload, digest_size=16).hexdigest().encode()
 
 
 def check_method(method: str) -> str:
@@ -134,18 +146,35 @@ class MapStore:
         return self.root / check_method(method) / "index.json"
 
     def index(self, method: str) -> dict | None:
-        """The index of ``method`` (classes, height, width), or None if it has no maps."""
+        """The index of ``method`` (classes, height, width), or None if it has no maps.
+
+        A damaged index (unreadable, or of another format) leaves its maps unverifiable: they
+        are deleted with a warning and count as missing, so they are recomputed, never used.
+        """
+        path = self._index_path(method)
         try:
-            doc = json.loads(self._index_path(method).read_text(encoding="utf-8"))
+            doc = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             return None
         except (OSError, ValueError) as err:
-            raise MapStoreError(f"{self._index_path(method)} is not a readable index: {err}")
-        if doc.get("format") != FORMAT or doc.get("dtype") != "float16":
-            raise MapStoreError(
-                f"{self._index_path(method)}: expected format {FORMAT} and dtype float16, "
-                f"got {doc.get('format')!r} and {doc.get('dtype')!r}")
+            self._discard(method, f"it is not readable ({err})")
+            return None
+        if not isinstance(doc, dict) or doc.get("format") != FORMAT or doc.get("dtype") != "float16":
+            found = (doc.get("format"), doc.get("dtype")) if isinstance(doc, dict) else doc
+            self._discard(method, f"expected format {FORMAT} and dtype float16, got {found!r}")
+            return None
         return doc
+
+    def _discard(self, method: str, why: str) -> None:
+        """Remove a method's maps whose index is damaged (they cannot be checked)."""
+        folder = self._index_path(method).parent
+        maps = list(folder.glob("*.npy"))
+        warnings.warn(f"heatmap store: the index of method {method!r} ({folder / 'index.json'}) "
+                      f"is damaged: {why}. Its {len(maps)} map(s) cannot be checked and are "
+                      "removed; they will be recomputed.", stacklevel=3)
+        for old in maps:
+            old.unlink(missing_ok=True)
+        (folder / "index.json").unlink(missing_ok=True)
 
     def classes(self, method: str) -> tuple[str, ...]:
         """Class names of the maps of ``method``, in row order."""
@@ -183,7 +212,8 @@ class MapStore:
         self._ensure_index(method, classes, x.shape[1:])
         buffer = io.BytesIO()
         np.save(buffer, x.astype(np.float16), allow_pickle=False)
-        return atomic_write_bytes(path, buffer.getvalue(), durable=self.durable)
+        payload = buffer.getvalue()
+        return atomic_write_bytes(path, payload + _trailer(payload), durable=self.durable)
 
     def _checked(self, method: str, image: str, x: np.ndarray,
                  classes: tuple[str, ...]) -> np.ndarray:
@@ -246,7 +276,16 @@ class MapStore:
                 f"the maps of method {method!r} explain model {doc.get('model')!r}, not "
                 f"{self.model!r} (the run was retrained): stale, to be recomputed")
         try:
-            x = np.load(path, allow_pickle=False)
+            data = path.read_bytes()
+        except OSError as err:
+            raise CorruptMapError(f"{path} is unreadable: {err}") from None
+        payload, trailer = data[:-TRAILER_SIZE], data[-TRAILER_SIZE:]
+        if len(data) <= TRAILER_SIZE or trailer != _trailer(payload):
+            raise CorruptMapError(
+                f"{path}: its checksum does not match its contents (torn, corrupt or written "
+                "by another program)")
+        try:
+            x = np.load(io.BytesIO(payload), allow_pickle=False)
         except (OSError, ValueError, EOFError) as err:
             raise CorruptMapError(f"{path} is unreadable (torn or corrupt): {err}") from None
         expected = (len(doc["classes"]), doc["height"], doc["width"])

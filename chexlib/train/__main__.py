@@ -15,6 +15,7 @@ unchanged. Only rank 0 generates the phantom, builds the image cache first, writ
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import warnings
 from collections.abc import Callable
@@ -65,6 +66,7 @@ def _logger(run_dir: Path, is_main: bool) -> Callable[[str], None]:
 
 def train(params: dict) -> int:
     """Train with resolved parameters; returns the exit status."""
+    from chexlib.runlock import run_lock
     from chexlib.session import absolute_paths, ensure_data, project_root, seed_everything
     from chexlib.train import launch
     from chexlib.train.distributed import init_from_env, shutdown
@@ -77,7 +79,11 @@ def train(params: dict) -> int:
     if not context.is_main:
         warnings.simplefilter("ignore")  # rank 0 shows the same warnings once
     finished = False
+    stack = contextlib.ExitStack()
     try:
+        # Rank 0 (the only writer) holds the run folder's lock; a second job there refuses.
+        stack.enter_context(run_lock(run_dir, what="python -m chexlib.train")
+                            if context.is_main else contextlib.nullcontext())
         log(f"rank {context.rank} of {context.world_size} on {device}; run folder {run_dir}")
         seed_everything(params["seed"])
         _rank0_first(context, lambda: ensure_data(params, data_root))
@@ -93,6 +99,7 @@ def train(params: dict) -> int:
             log(f"{result.status}: best checkpoint {result.best_path}")
         finished = True
     finally:
+        stack.close()
         shutdown(context, wait=finished)  # after an error, waiting for the other ranks would hang
     return 0
 

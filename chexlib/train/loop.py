@@ -19,6 +19,7 @@ uninterrupted one, and on the CPU ends with the same weights.
 from __future__ import annotations
 
 import math
+import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -37,8 +38,8 @@ from chexlib.checkpoint import (
     save_checkpoint,
 )
 from chexlib.data.dataset import IMAGENET_MEAN, IMAGENET_STD
-from chexlib.errors import CheckpointError, ParameterError
-from chexlib.files import atomic_write_text
+from chexlib.errors import CheckpointError, OutOfMemoryError, ParameterError
+from chexlib.files import atomic_write_text, remove_stale_temps
 from chexlib.metrics import auroc
 from chexlib.observations import OBSERVATIONS
 from chexlib.params import SCHEMA
@@ -196,8 +197,12 @@ def predict(model: nn.Module, dataset: Dataset, batch_size: int = 64,
     out = []
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     for images, *_ in progress_bar(loader, desc="predicting", disable=not progress, leave=False):
-        with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-            out.append(model(to_device(images, device)).float().cpu())
+        try:
+            with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+                out.append(model(to_device(images, device)).float().cpu())
+        except torch.cuda.OutOfMemoryError as exc:
+            raise _out_of_memory("prediction", exc, len(images), batch_size, precision,
+                                 how="batch_size={}") from exc
     logits = torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
     return logits, 1.0 / (1.0 + np.exp(-logits))
 
@@ -260,6 +265,10 @@ def _save(path, model, config, optimizer, scheduler, scaler, epoch, step, histor
     )
 
 
+#: What a resume point must hold besides the weights.
+_TRAINING_STATE = ("optimizer_state", "rng", "best", "history", "epoch", "step", "config")
+
+
 def _resume_point(out_dir: Path, config: TrainConfig, retrain: bool,
                   context: DistContext) -> tuple[dict | None, list[str]]:
     """The last checkpoint to continue from, if it belongs to this configuration.
@@ -274,6 +283,11 @@ def _resume_point(out_dir: Path, config: TrainConfig, retrain: bool,
             state = load_checkpoint(last, classes=config.classes, image_size=config.image_size)
         except CheckpointError as err:
             notes.append(f"not resuming: {err}")
+        missing = [k for k in _TRAINING_STATE if state is not None and state.get(k) is None]
+        if missing:
+            notes.append(f"not resuming: {last} holds no training state ({', '.join(missing)} "
+                         "missing: saved for inference, not by fit)")
+            state = None
         if state is not None and state.get("config") != config.to_dict():
             notes.append("not resuming: the checkpoint was trained with another configuration")
             state = None
@@ -281,6 +295,10 @@ def _resume_point(out_dir: Path, config: TrainConfig, retrain: bool,
             notes.append("retraining as asked (retrain=True)")
             state = None
     context.barrier()  # every rank has read the file before rank 0 may move it
+    if context.is_main:
+        for name in (BEST, LAST, HISTORY):
+            for tmp in remove_stale_temps(out_dir / name):
+                notes.append(f"removed {tmp.name}, left by an interrupted save")
     if state is None and any((out_dir / n).exists() for n in (BEST, LAST, HISTORY)):
         if context.is_main:
             # Keep the previous run's files instead of overwriting them at the first save.
@@ -399,9 +417,16 @@ def fit(model: nn.Module, train_ds: Dataset, val_ds: Dataset, config: TrainConfi
         shown = _progress(loader, epoch, config.epochs, progress, step, len(batches))
         for batch, (images, targets, masks, _) in zip(sampler.batches, shown):
             denominator = all_masks[batch].sum().to(device)
-            share = train_step(net, optimizer, to_device(images, device), targets.to(device),
-                               masks.to(device), amp=amp, scaler=scaler, pos_weight=pos_weight,
-                               denominator=denominator, world_size=world)
+            try:
+                share = train_step(net, optimizer, to_device(images, device), targets.to(device),
+                                   masks.to(device), amp=amp, scaler=scaler,
+                                   pos_weight=pos_weight, denominator=denominator,
+                                   world_size=world)
+            except torch.cuda.OutOfMemoryError as exc:
+                # Nothing is saved: the step may have half-updated the weights or the optimizer.
+                raise _out_of_memory("training", exc, len(images), config.batch_size, precision,
+                                     minimum=2 * world, how="-p batch_size {}",
+                                     resume=out_dir / LAST) from exc
             running, count = running + share * len(batch), count + len(batch)
             step, steps_here, seen = step + 1, steps_here + 1, seen + len(batch)
             interrupted = max_steps is not None and steps_here >= max_steps
@@ -448,6 +473,39 @@ def fit(model: nn.Module, train_ds: Dataset, val_ds: Dataset, config: TrainConfi
     seconds = time.perf_counter() - start
     return TrainResult(out_dir / BEST, out_dir / LAST, _history_frame(history), status, seconds,
                        seen / seconds if seconds > 0 else math.nan, notes)
+
+
+def _out_of_memory(what: str, exc: BaseException, images: int, batch_size: int, precision: str,
+                   *, minimum: int = 1, how: str, resume: Path | None = None) -> OutOfMemoryError:
+    """The error for a batch that did not fit in GPU memory: what to change, what is safe."""
+    found = re.search(r"out of memory\. Tried to allocate [\d.]+ \w+", str(exc))
+    detail = found.group(0) if found else (str(exc).splitlines() or ["out of memory"])[0][:200]
+    if found and str(exc).startswith("CUDA "):
+        detail = "CUDA " + detail
+    half = max(minimum, batch_size // 2)
+    if half < batch_size:
+        advice = f"use a smaller batch_size, e.g. {how.format(half)}, and precision auto"
+    else:
+        advice = (f"batch_size {batch_size} is the smallest possible; use a smaller image_size "
+                  "or a GPU with more memory, and precision auto")
+    now = "it is already auto" if precision == "auto" else f"this run uses {precision}"
+    message = (f"{what}: a batch of {images} images (batch_size={batch_size}) did not fit in "
+               f"GPU memory ({detail}); {advice} (mixed precision on CUDA; {now})")
+    if resume is not None:
+        message += f". {_resume_note(resume)}"
+    return OutOfMemoryError(message)
+
+
+def _resume_note(last: Path) -> str:
+    if not last.is_file():
+        return f"Nothing was saved yet ({last.name} does not exist): a rerun starts afresh"
+    try:
+        ckpt = load_checkpoint(last, classes=None, image_size=None)
+    except CheckpointError:
+        return f"{last} was not changed"
+    return (f"Nothing was written: the resume point {last} is intact (epoch {ckpt['epoch'] + 1}, "
+            f"step {ckpt['step']}); a rerun with another precision resumes from it, one with "
+            f"another batch_size trains afresh and keeps it as {last.name}.previous")
 
 
 def _silent(*args, **kwargs) -> None:
