@@ -325,10 +325,11 @@ def test_params_wrong_type_is_rejected_before_any_notebook(tmp_path):
 @pytest.mark.parametrize("case", ["negative_lr_train_cli", "image_size_0"])
 def test_params_out_of_range_is_rejected_before_any_notebook(tmp_path, case):
     if case == "negative_lr_train_cli":
-        # python -m chexlib.train imports torch through its package before it checks anything
-        # (chexlib/train/__init__.py); it still refuses before creating any folder.
-        message, _ = _cli(tmp_path, "chexlib.train", "--preset", "smoke", "-p", "lr", "-0.1")
+        # chexlib.train's package imports its torch modules lazily: the check comes first.
+        message, imported = _cli(tmp_path, "chexlib.train", "--preset", "smoke", "-p", "lr",
+                                 "-0.1")
         assert "-p: parameter 'lr' = -0.1 is out of range; expected 1e-08 .. 1" in message
+        assert "torch" not in imported, "torch imported before the parameters were checked"
     else:
         message = _run_cli(tmp_path, "-p", "image_size", "0")
         assert "-p: parameter 'image_size' = 0 is out of range; expected 32 .. 1024" in message
