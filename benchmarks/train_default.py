@@ -23,20 +23,10 @@ import torchvision
 from torch.utils.data import DataLoader
 
 from chexlib import params as P
-from chexlib.data import CheXpertDataset, patient_split, read_labels
 from chexlib.model import densenet121
 from chexlib.session import absolute_paths, ensure_data, project_root
 from chexlib.train import TrainConfig, epoch_batches, fit, masked_bce
-
-
-def datasets(params):
-    root = Path(params["data_root"])
-    labels = read_labels(root / "train.csv")
-    train_rows, val_rows = patient_split(labels, params["val_fraction"], params["seed"])
-    common = dict(image_size=params["image_size"], policy=params["uncertainty_policy"],
-                  cache_dir=root / ".cache", progress=False)
-    return (CheXpertDataset(root, labels, indices=train_rows, **common),
-            CheXpertDataset(root, labels, indices=val_rows, **common))
+from chexlib.train.launch import training_data
 
 
 def baseline(train_ds, params, steps):
@@ -63,7 +53,8 @@ def main() -> None:
     args = parser.parse_args()
     params = absolute_paths(P.resolve("default"), project_root())
     ensure_data(params, Path(params["data_root"]))
-    train_ds, val_ds = datasets(params)
+    root = Path(params["data_root"])
+    train_ds, val_ds = training_data(params, root, root / ".cache", progress=False)
     threads = torch.get_num_threads()
     base = baseline(train_ds, params, args.baseline_steps)
     out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="chexlib-bench-"))
