@@ -3,7 +3,7 @@
 On a random-weight chexlib DenseNet-121 (random BatchNorm statistics), the same images, maps and
 classes (one class per image, different across images):
 
-- chexlib: :func:`chexlib.evaluate.region_perturbation`, MoRF, zero fill, ``steps`` steps: all
+- chexlib: :func:`chexlib.heatmap_quality.region_perturbation`, MoRF, zero fill, ``steps`` steps: all
   ``N * (steps + 1)`` perturbed images in forward passes of ``--batch-size``;
 - Quantus, region by region: ``PixelFlipping`` removing one ``patch`` x ``patch`` region per step
   (``features_in_step = 3 * patch^2``: Samek et al.'s protocol, R steps of N images); its curve
@@ -44,7 +44,7 @@ import torch
 from torch import nn
 
 from chexlib.demo import random_batchnorm
-from chexlib.evaluate import region_perturbation
+from chexlib.heatmap_quality import region_perturbation
 from chexlib.model import densenet121
 
 NUM_CLASSES = 14

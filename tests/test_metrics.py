@@ -1,4 +1,4 @@
-"""chexlib.metrics and chexlib.plots.evaluation.
+"""chexlib.metrics and chexlib.plots.metrics.
 
 Every number is checked against an independent reference: scikit-learn's metrics, scipy's
 bootstrap, brute-force searches over all thresholds, or a probability computed by hand; never

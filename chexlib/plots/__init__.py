@@ -2,7 +2,7 @@
 
 ``chexlib.plots.data``        label distributions, co-occurrence, demographics, galleries (notebook 01)
 ``chexlib.plots.training``    learning curves (notebook 02)
-``chexlib.plots.evaluation``  ROC/PR curves, calibration, outcome counts (notebook 03)
+``chexlib.plots.metrics``     plots of chexlib.metrics: ROC/PR curves, calibration, outcomes (notebook 03)
 ``chexlib.plots.heatmaps``    signed relevance maps over radiographs: per class, method, image
                               (``overlay`` returns its Axes; ``symmetric_limit`` and
                               ``rgb_heatmap``, from ``chexlib.plots.heatmap_arrays``, arrays)
@@ -15,7 +15,7 @@ from chexlib.plots.data import (
     label_distribution_bars,
     policy_rates,
 )
-from chexlib.plots.evaluation import (
+from chexlib.plots.metrics import (
     auroc_comparison,
     outcome_bars,
     reliability_diagram,

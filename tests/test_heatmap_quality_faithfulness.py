@@ -1,4 +1,4 @@
-"""chexlib.evaluate.faithfulness on toy models whose relevant pixels are known.
+"""chexlib.heatmap_quality.faithfulness on toy models whose relevant pixels are known.
 
 The main toy model's logit k is the sum of the image (all channels) over a fixed square S_k, so
 the indicator of S_k is a perfect map of class k and every MoRF curve with the zero fill has a
@@ -16,8 +16,8 @@ import torch
 from torch import nn
 
 from chexlib.errors import ParameterError
-from chexlib.evaluate import aopc, region_perturbation
-from chexlib.evaluate.faithfulness import (
+from chexlib.heatmap_quality import aopc, region_perturbation
+from chexlib.heatmap_quality.faithfulness import (
     gaussian_blur,
     neighbour_mean,
     region_labels,

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from chexlib.errors import ParameterError
-from chexlib.evaluate.localisation import as_map_batch
+from chexlib.heatmap_quality.localisation import as_map_batch
 from chexlib.explain.inputs import check_images, class_indices, device_dtype, num_outputs
 
 ORDERS = ("morf", "lerf", "random")

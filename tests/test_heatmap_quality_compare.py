@@ -1,4 +1,4 @@
-"""chexlib.evaluate.compare on the demo run: pairs, maps and masks per pair, summaries."""
+"""chexlib.heatmap_quality.compare on the demo run: pairs, maps and masks per pair, summaries."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from chexlib.checkpoint import model_from_checkpoint
-from chexlib.evaluate.compare import (
+from chexlib.heatmap_quality.compare import (
     bootstrap_mean,
     evaluation_pairs,
     pair_maps,
@@ -85,7 +85,7 @@ def test_shortcut_correlation_is_phi(run):
 
 
 def test_key_insights_follow_the_numbers():
-    from chexlib.evaluate.compare import key_insights
+    from chexlib.heatmap_quality.compare import key_insights
 
     rng = np.random.default_rng(0)
     scores = pd.DataFrame({
@@ -110,8 +110,8 @@ def test_key_insights_follow_the_numbers():
 
 
 def test_localisation_scores_cover_every_method_on_masked_pairs(run):
-    from chexlib.evaluate import localisation
-    from chexlib.evaluate.compare import localisation_scores
+    from chexlib.heatmap_quality import localisation
+    from chexlib.heatmap_quality.compare import localisation_scores
 
     reported, model, _ = run
     pairs = evaluation_pairs(reported, n=2)

@@ -15,7 +15,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from chexlib.evaluate import localisation
+from chexlib.heatmap_quality import localisation
 from chexlib.explain.dispatch import explain
 from chexlib.observations import OBSERVATIONS
 

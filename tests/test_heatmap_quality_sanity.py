@@ -7,7 +7,7 @@ import pytest
 import torch
 from scipy.stats import spearmanr
 
-from chexlib.evaluate.sanity import CASCADE, cascading_randomisation, spearman
+from chexlib.heatmap_quality.sanity import CASCADE, cascading_randomisation, spearman
 from chexlib.explain import gradcam
 from chexlib.model import densenet121
 

@@ -1,4 +1,4 @@
-"""chexlib.evaluate.localisation on hand-made maps and masks with known answers.
+"""chexlib.heatmap_quality.localisation on hand-made maps and masks with known answers.
 
 References: closed forms (map = mask, disjoint map, uniform map = chance), the symmetry argument
 for random maps, scikit-image's ``threshold_otsu`` for the batched Otsu threshold, and Quantus's
@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from chexlib.errors import ParameterError
-from chexlib.evaluate import (
+from chexlib.heatmap_quality import (
     chance_level,
     otsu_iou,
     otsu_thresholds,

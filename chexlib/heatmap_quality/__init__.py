@@ -1,0 +1,24 @@
+"""chexlib.heatmap_quality: how good a heatmap is (not the classifier: that is chexlib.metrics), batched over maps and multi-label.
+
+``chexlib.heatmap_quality.localisation``  heatmaps vs ground-truth masks [N, H, W]: pointing game,
+                                   relevance mass / rank accuracy, Otsu IoU, their chance level
+``chexlib.heatmap_quality.faithfulness``  region perturbation (MoRF / LeRF / random curves of each
+                                   image's own-class logit, batched forward passes) and AOPC
+``chexlib.heatmap_quality.sanity``        cascading model-parameter randomisation, Spearman per block
+``chexlib.heatmap_quality.compare``       notebook 06's sample, maps and masks per pair, summaries with
+                                   bootstrap intervals, computed key insights
+"""
+
+from chexlib.heatmap_quality.faithfulness import FILLS, ORDERS, aopc, region_perturbation
+from chexlib.heatmap_quality.localisation import (
+    chance_level,
+    otsu_iou,
+    otsu_thresholds,
+    pointing_game,
+    relevance_mass_accuracy,
+    relevance_rank_accuracy,
+)
+
+__all__ = ["FILLS", "ORDERS", "aopc", "chance_level", "otsu_iou", "otsu_thresholds",
+           "pointing_game", "region_perturbation", "relevance_mass_accuracy",
+           "relevance_rank_accuracy"]
