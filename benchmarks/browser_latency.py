@@ -6,12 +6,12 @@ a click does (the observer renders synchronously), over every reported image; co
 same run with the bare store read of the same maps (the part no rendering can avoid).
 
 By default on a demo run (:func:`chexlib.demo.make_demo_run`: phantom, 40 reported images at
-128 px, the ``default`` preset's size); or on a real run folder with ``--run`` and ``--data``.
+128 px, the ``default`` preset's size); or on a real run folder with ``--run`` (its params.yaml gives the data and the size).
 
 Usage::
 
     python benchmarks/browser_latency.py [--size 128] [--images 40]
-    python benchmarks/browser_latency.py --run runs/default --data data/phantom --size 128
+    python benchmarks/browser_latency.py --run runs/default
 """
 
 from __future__ import annotations
@@ -39,19 +39,18 @@ def timed_ms(fn) -> float:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--run", type=Path)
-    parser.add_argument("--data", type=Path)
+    parser.add_argument("--run", type=Path, help="a run folder (default: a demo run)")
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--images", type=int, default=40)
     parser.add_argument("--method", default="epsilon_plus_flat")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
-        run, data = args.run, args.data
+        run = args.run
         if run is None:
-            run, data = Path(tmp) / "run", Path(tmp) / "data"
-            make_demo_run(data, run, n_valid=args.images, image_size=args.size)
-        browser = HeatmapBrowser.from_run(run, data, image_size=args.size, methods=[args.method],
+            run = Path(tmp) / "run"
+            make_demo_run(Path(tmp) / "data", run, n_valid=args.images, image_size=args.size)
+        browser = HeatmapBrowser.from_run(run, methods=[args.method],
                                           state=BrowserState(method=args.method))
         slider, n = browser.controls["position"], len(browser.reported)
         for i in range(n):  # fill the store (and the image cache): the timed moves read them
@@ -62,7 +61,7 @@ def main(argv=None) -> int:
         loads = [timed_ms(lambda p=p: browser.source.store.load(args.method, p)) for p in paths]
     moves.sort()
     median, p95 = statistics.median(moves), moves[int(0.95 * (len(moves) - 1))]
-    print(f"heatmap browser, {n} images at {args.size} px, {args.method}; "
+    print(f"heatmap browser, {n} images at {browser.reported.image_size} px, {args.method}; "
           f"{computed} maps computed while filling the store, none while timing")
     print(f"slider move -> new picture: median {median:.1f} ms, p95 {p95:.1f} ms, "
           f"max {moves[-1]:.1f} ms")

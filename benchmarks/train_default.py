@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader
 
 from chexlib import params as P
 from chexlib.model import densenet121
-from chexlib.session import absolute_paths, ensure_data, project_root
+from chexlib.project import absolute_paths, ensure_data, project_root
 from chexlib.train import TrainConfig, epoch_batches, fit, masked_bce
 from chexlib.train.launch import training_data
 

@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "params":
-            print(P.describe())
+            print(P.describe(_readers()))
         elif args.command == "presets":
             for name in P.preset_names():
                 print(f"{name}: {P.load_preset(name)}")
@@ -49,6 +49,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0
+
+
+def _readers() -> dict[str, list[str]] | None:
+    """Which notebooks declare each parameter, when the notebooks are at hand (a checkout)."""
+    from chexlib.project import project_root
+    from chexlib.runner import parameter_readers
+
+    folder = project_root() / "notebooks"
+    return parameter_readers(folder) if folder.is_dir() else None
 
 
 def _run(args) -> int:

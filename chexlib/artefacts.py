@@ -1,4 +1,4 @@
-"""The run folder's result files: one place for their names, formats, writing and reading.
+"""The run folder's result files: their formats, writing and reading (names: chexlib.run).
 
 Notebook 03 writes them, notebooks 04-06 read them::
 
@@ -27,10 +27,6 @@ from chexlib.errors import LabelFileError, MissingFileError
 from chexlib.files import atomic_write_json, atomic_write_text
 from chexlib.observations import OBSERVATIONS
 
-PREDICTIONS = "predictions.csv"
-THRESHOLDS = "thresholds.json"
-OUTCOMES = "outcomes.csv"
-METRICS = "metrics.json"
 OUTCOME_VALUES = ("TP", "FP", "FN", "TN")
 
 

@@ -19,7 +19,9 @@ from chexlib import artefacts
 from chexlib.checkpoint import save_checkpoint
 from chexlib.model import densenet121
 from chexlib.observations import OBSERVATIONS
+from chexlib.params import validate
 from chexlib.phantom import generate
+from chexlib.run import RunFolder
 
 
 def make_demo_run(data_root: str | os.PathLike, run_dir: str | os.PathLike, n_valid: int = 12,
@@ -27,7 +29,9 @@ def make_demo_run(data_root: str | os.PathLike, run_dir: str | os.PathLike, n_va
     """Write a phantom (10 training, ``n_valid`` reported images) and a demo run folder.
 
     The run folder gets ``checkpoint.pt`` (random weights, seeded), ``predictions.csv`` (uniform
-    random probabilities), ``thresholds.json`` (0.5 for every class) and ``outcomes.csv``.
+    random probabilities), ``thresholds.json`` (0.5 for every class), ``outcomes.csv`` and
+    ``params.yaml`` (this phantom and image size, the CPU), so that
+    :func:`chexlib.session.open_run` opens it.
 
     Returns
     -------
@@ -43,13 +47,19 @@ def make_demo_run(data_root: str | os.PathLike, run_dir: str | os.PathLike, n_va
     probs = np.random.default_rng(seed).uniform(size=y.shape)
     table = pd.DataFrame({"threshold": np.full(len(OBSERVATIONS), 0.5)}, index=list(OBSERVATIONS))
     outcomes = np.where(probs >= 0.5, np.where(y == 1, "TP", "FP"), np.where(y == 1, "FN", "TN"))
-    artefacts.write_predictions(run_dir / artefacts.PREDICTIONS, paths, y, probs)
-    artefacts.write_thresholds(run_dir / artefacts.THRESHOLDS, table, split="made up (demo run)")
-    artefacts.write_outcomes(run_dir / artefacts.OUTCOMES, paths, outcomes)
+    run = RunFolder(run_dir)
+    artefacts.write_predictions(run.predictions, paths, y, probs)
+    artefacts.write_thresholds(run.thresholds, table, split="made up (demo run)")
+    artefacts.write_outcomes(run.outcomes, paths, outcomes)
     torch.manual_seed(seed)
     model = densenet121(num_classes=len(OBSERVATIONS), weights="none").eval()
-    save_checkpoint(run_dir / "checkpoint.pt", model, classes=OBSERVATIONS, image_size=image_size,
+    save_checkpoint(run.checkpoint, model, classes=OBSERVATIONS, image_size=image_size,
                     uncertainty_policy="zeros")
+    params = validate({"dataset": "phantom", "data_root": str(data_root.resolve()),
+                       "phantom_n_train": 10, "phantom_n_valid": n_valid, "phantom_seed": seed + 3,
+                       "image_size": image_size, "run_dir": str(run_dir.resolve()),
+                       "device": "cpu", "seed": seed}, source="make_demo_run")
+    run.write_params(params)
     return probs, outcomes
 
 

@@ -1,10 +1,10 @@
-"""The parameter schema shared by every notebook of the series.
+"""The parameter schema of the notebook series: every name, its default and what it allows.
 
-Every notebook's ``parameters`` cell declares the same names, with the defaults below (the
-``default`` preset). The runner resolves a parameter set (schema defaults <- preset <- YAML file
-<- ``-p`` overrides) and validates it here before any notebook starts: an unknown name, a wrong
-type or an out-of-range value stops the run with a message naming the parameter and what is
-allowed.
+Each notebook's ``parameters`` cell declares the names that notebook reads, with the defaults
+below (the ``default`` preset); ``python -m chexlib params`` lists which notebook reads which.
+The runner resolves a parameter set (schema defaults <- preset <- YAML file <- ``-p`` overrides)
+and validates it here before any notebook starts: an unknown name, a wrong type or an
+out-of-range value stops the run with a message naming the parameter and what is allowed.
 """
 
 from __future__ import annotations
@@ -121,12 +121,26 @@ def defaults() -> dict[str, Any]:
             for k, p in SCHEMA.items()}
 
 
-def describe() -> str:
-    """A table of every parameter: name, type, default, allowed values and description."""
+def describe(readers: dict[str, list[str]] | None = None) -> str:
+    """A table of every parameter: name, type, default, allowed values and description.
+
+    Parameters
+    ----------
+    readers : dict, optional
+        Per name, the notebooks whose ``parameters`` cell declares it
+        (:func:`chexlib.runner.parameter_readers`); shown as a column when given.
+    """
     rows = []
     for name, p in SCHEMA.items():
         allowed = _allowed_text(p)
-        rows.append(f"{name:<20} {p.type.__name__:<5} {p.default!r:<28} {allowed:<28} {p.help}")
+        read_by = ""
+        if readers is not None:
+            read_by = f"{','.join(readers.get(name, [])) or '-':<15} "
+        rows.append(f"{name:<20} {p.type.__name__:<5} {read_by}{p.default!r:<28} {allowed:<28} "
+                    f"{p.help}")
+    if readers is not None:
+        rows.insert(0, f"{'name':<20} {'type':<5} {'notebooks':<15} {'default':<28} "
+                       f"{'allowed':<28} description")
     return "\n".join(rows)
 
 
@@ -329,10 +343,10 @@ def validate_partial(values: dict, source: str) -> dict:
 def collect(namespace: dict[str, Any]) -> dict[str, Any]:
     """Pick the schema's names out of a notebook's namespace (``globals()``) and validate them.
 
-    The ``parameters`` cell of each notebook assigns every schema name; papermill injects the
-    overrides after it. This is the one place their values are checked inside a notebook.
+    A notebook's ``parameters`` cell declares only the names that notebook reads (papermill
+    injects the run's values for them after it); :func:`chexlib.session.start` takes the others
+    from the run folder's ``params.yaml``. No other cell of a notebook assigns a schema name
+    (a test checks), so the names found here are the declared ones.
     """
-    missing = [k for k in SCHEMA if k not in namespace]
-    if missing:
-        raise ParameterError(f"the notebook's parameters cell does not define {', '.join(missing)}")
-    return validate({k: namespace[k] for k in SCHEMA}, source="notebook parameters")
+    return validate_partial({k: namespace[k] for k in SCHEMA if k in namespace},
+                            source="notebook parameters")

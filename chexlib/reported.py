@@ -22,6 +22,7 @@ from chexlib.data.dataset import CheXpertDataset, normalize
 from chexlib.errors import LabelFileError
 from chexlib.masks import chexlocalize_image_id, load_split_masks, resize_mask
 from chexlib.observations import OBSERVATIONS, observation_index
+from chexlib.run import RunFolder
 
 
 class ReportedImages:
@@ -63,17 +64,17 @@ class ReportedImages:
     def __init__(self, run_dir: str | os.PathLike, data_root: str | os.PathLike,
                  image_size: int, policy: str = "zeros",
                  cache_dir: str | os.PathLike | None = None) -> None:
-        run_dir = Path(run_dir)
+        run = RunFolder(run_dir)
         self.dataset = CheXpertDataset(data_root, "valid", image_size=image_size, policy=policy,
                                        cache_dir=cache_dir, progress=False)
         paths = self.dataset.labels["Path"].astype(str).tolist()
-        predicted, _, self.probs = artefacts.read_predictions(run_dir / artefacts.PREDICTIONS)
-        self.outcomes = artefacts.read_outcomes(run_dir / artefacts.OUTCOMES)
-        for name, listed in ((artefacts.PREDICTIONS, predicted),
-                             (artefacts.OUTCOMES, self.outcomes["Path"].tolist())):
-            _check_same_images(run_dir / name, listed, paths, Path(data_root) / "valid.csv")
+        predicted, _, self.probs = artefacts.read_predictions(run.predictions)
+        self.outcomes = artefacts.read_outcomes(run.outcomes)
+        for path, listed in ((run.predictions, predicted),
+                             (run.outcomes, self.outcomes["Path"].tolist())):
+            _check_same_images(path, listed, paths, Path(data_root) / "valid.csv")
         self.labels = self.dataset.targets
-        self.thresholds = artefacts.read_thresholds(run_dir / artefacts.THRESHOLDS)
+        self.thresholds = artefacts.read_thresholds(run.thresholds)
         self.image_size = int(image_size)
         self._findings, self._shortcut = load_split_masks(data_root, "valid")
 

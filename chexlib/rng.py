@@ -1,4 +1,6 @@
-"""The state of every random generator a training run draws from, in a checkpoint-safe form.
+"""Every random generator of a run: seeding them, and their state in a checkpoint-safe form.
+
+:func:`seed_everything` seeds them at the start of every notebook and training job.
 
 Resuming a run reproduces the uninterrupted one only if Python's ``random``, numpy's global
 generator and torch's generators continue where they stopped. :func:`capture_rng_state` returns
@@ -72,3 +74,10 @@ def restore_rng_state(state: Mapping[str, Any]) -> None:
     if cuda and torch.cuda.is_available():
         states = cuda[: torch.cuda.device_count()]
         torch.cuda.set_rng_state_all([torch.as_tensor(s, dtype=torch.uint8).cpu() for s in states])
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, numpy and torch, and make torch deterministic on the CPU."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)

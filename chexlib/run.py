@@ -15,7 +15,7 @@ file's name is written here and nowhere else::
       .chexlib-run.lock           held while a series or a training job writes here
       .jupyter/                   the kernelspec the runner installs
 
-Importing this module imports neither torch nor yaml.
+Importing this module does not import torch.
 """
 
 from __future__ import annotations
@@ -25,7 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from chexlib.errors import ParameterError
+from chexlib.files import atomic_write_bytes
 
 
 @dataclass(frozen=True)
@@ -148,8 +151,6 @@ class RunFolder:
         """
         if not self.params.is_file():
             return {}
-        import yaml  # only here: naming paths needs no YAML parser
-
         try:
             values = yaml.safe_load(self.params.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as err:
@@ -157,3 +158,7 @@ class RunFolder:
         if not isinstance(values, dict):
             raise ParameterError(f"{self.params}: expected a mapping of parameter names to values")
         return values
+
+    def write_params(self, params: dict[str, Any]) -> Path:
+        """Write ``params.yaml`` (atomically; names in the order given)."""
+        return atomic_write_bytes(self.params, yaml.safe_dump(params, sort_keys=False).encode())

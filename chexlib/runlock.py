@@ -24,8 +24,8 @@ from pathlib import Path
 
 from chexlib.errors import LockBusyError, RunFolderBusyError
 from chexlib.files import file_lock
+from chexlib.run import RunFolder
 
-LOCK_NAME = ".chexlib-run.lock"
 #: The run folder an ancestor process holds the lock of.
 HELD_ENV = "CHEXLIB_RUN_LOCK_HELD"
 
@@ -56,7 +56,7 @@ def run_lock(run_dir: str | os.PathLike, what: str = "a chexlib run") -> Iterato
         yield run_dir
         return
     run_dir.mkdir(parents=True, exist_ok=True)
-    lock = run_dir / LOCK_NAME
+    lock = RunFolder(run_dir).lock
     try:
         with file_lock(lock, blocking=False, what=f"run folder {run_dir}"):
             lock.write_text(f"{what}, pid {os.getpid()} on {socket.gethostname()}, started "
@@ -82,7 +82,7 @@ def check_free(run_dir: str | os.PathLike) -> None:
     job is running there right now.
     """
     run_dir = Path(run_dir).resolve()
-    lock = run_dir / LOCK_NAME
+    lock = RunFolder(run_dir).lock
     if _held_by_ancestor(run_dir) or not lock.exists():
         return
     try:

@@ -1,11 +1,9 @@
 """Run the notebook series with papermill into one run folder.
 
-``python -m chexlib run --preset default`` executes ``notebooks/0N_*.ipynb`` in order, each with the
-same validated parameter set, and writes::
-
-    runs/<name>/params.yaml            the resolved parameters
-    runs/<name>/notebooks/0N_*.ipynb   the executed copies (partial ones too, on failure)
-    runs/<name>/figures/  tables/      what the notebooks save
+``python -m chexlib run --preset default`` validates one parameter set, writes it to the run
+folder's ``params.yaml`` (the record of the run, :class:`chexlib.run.RunFolder`), then executes
+``notebooks/0N_*.ipynb`` in order into ``notebooks/`` there. Each notebook is passed only the names
+its ``parameters`` cell declares (papermill's convention); it reads the rest from ``params.yaml``.
 
 Every cell runs under a timeout (papermill has none by default). A failing notebook stops the
 series with a :class:`NotebookFailed` that names the notebook, the cell and the error.
@@ -23,14 +21,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 from chexlib.errors import ChexlibError, MissingFileError, ParameterError
 from chexlib.files import atomic_write_bytes
 from chexlib.params import SCHEMA
 from chexlib.progress import PROGRESS_ENV
 from chexlib.runlock import run_lock
-from chexlib.session import ROOT_ENV, absolute_paths, ensure_data, project_root
+from chexlib.project import ROOT_ENV, absolute_paths, ensure_data, project_root
+from chexlib.run import RunFolder
 
 NOTEBOOK_PATTERN = re.compile(r"^\d\d_[A-Za-z0-9_]+\.ipynb$")
 DEFAULT_CELL_TIMEOUT = 3600
@@ -106,14 +104,25 @@ def declared_parameters(path: Path) -> dict[str, Any]:
 
 
 def check_parameters_cell(path: Path) -> None:
-    """Refuse a notebook whose ``parameters`` cell does not declare exactly the schema's names."""
-    declared, expected = set(declared_parameters(path)), set(SCHEMA)
-    if declared != expected:
-        missing, extra = sorted(expected - declared), sorted(declared - expected)
+    """Refuse a notebook whose ``parameters`` cell declares a name the schema does not have, or
+    does not declare ``run_dir`` (every notebook must be pointable at a run folder)."""
+    declared = set(declared_parameters(path))
+    extra = sorted(declared - set(SCHEMA))
+    if extra or "run_dir" not in declared:
         raise ParameterError(
-            f"{path}: the parameters cell must declare the series' parameters; "
-            f"missing {missing or 'none'}, not in the schema {extra or 'none'}"
+            f"{path}: the parameters cell may declare only names of the parameter schema "
+            f"(python -m chexlib params), and must declare run_dir; not in the schema: "
+            f"{extra or 'none'}{'' if 'run_dir' in declared else '; run_dir is missing'}"
         )
+
+
+def parameter_readers(notebooks_dir: Path) -> dict[str, list[str]]:
+    """Per parameter name, the notebooks (``01``, ``02`` ...) whose parameters cell declares it."""
+    readers: dict[str, list[str]] = {name: [] for name in SCHEMA}
+    for path in notebook_paths(notebooks_dir):
+        for name in declared_parameters(path):
+            readers.setdefault(name, []).append(path.name[:2])
+    return readers
 
 
 def _failed_cell_source(notebook: Path) -> str:
@@ -150,7 +159,7 @@ def run_series(
     cell_timeout : int
         Seconds one cell may run before the run stops.
     root : Path, optional
-        Project folder holding ``notebooks/``; default :func:`chexlib.session.project_root`.
+        Project folder holding ``notebooks/``; default :func:`chexlib.project.project_root`.
 
     Raises
     ------
@@ -162,17 +171,16 @@ def run_series(
     for p in paths:
         check_parameters_cell(p)
     params = absolute_paths(params, root)
-    run_dir = Path(params["run_dir"])
+    run = RunFolder(params["run_dir"])
     # One series per run folder: a second one refuses here, before writing anything (runlock).
-    with run_lock(run_dir, what="python -m chexlib run"):
-        (run_dir / "notebooks").mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(run_dir / "params.yaml",
-                           yaml.safe_dump(params, sort_keys=False).encode())
-        echo(f"run folder: {run_dir}")
+    with run_lock(run.path, what="python -m chexlib run"):
+        run.notebooks_dir.mkdir(parents=True, exist_ok=True)
+        run.write_params(params)
+        echo(f"run folder: {run.path}")
         ensure_data(params, Path(params["data_root"]))  # generating the phantom shows progress
         saved_env = {k: os.environ.get(k) for k in (ROOT_ENV, "JUPYTER_PATH", PROGRESS_ENV)}
         try:
-            return _execute_all(paths, params, run_dir, root, cell_timeout, log_output, echo)
+            return _execute_all(paths, params, run, root, cell_timeout, log_output, echo)
         finally:  # the kernel's environment is the run's, not the caller's from now on
             for key, value in saved_env.items():
                 if value is None:
@@ -181,21 +189,23 @@ def run_series(
                     os.environ[key] = value
 
 
-def _execute_all(paths, params, run_dir, root, cell_timeout, log_output, echo) -> SeriesResult:
+def _execute_all(paths, params, run: RunFolder, root, cell_timeout, log_output,
+                 echo) -> SeriesResult:
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
     os.environ[ROOT_ENV] = str(root)
     os.environ[PROGRESS_ENV] = "text"  # progress bars as text in the papermill log
-    kernel = install_kernel(run_dir / ".jupyter")
-    result = SeriesResult(run_dir=run_dir)
+    kernel = install_kernel(run.jupyter_dir)
+    result = SeriesResult(run_dir=run.path)
     for path in paths:
-        out = run_dir / "notebooks" / path.name
+        out = run.notebook(path.name)
+        own = {name: params[name] for name in declared_parameters(path)}
         echo(f"executing {path.name} -> {out}")
         start = time.perf_counter()
         try:
             papermill.execute_notebook(
-                str(path), str(out), parameters=params, kernel_name=kernel, cwd=str(root),
+                str(path), str(out), parameters=own, kernel_name=kernel, cwd=str(root),
                 execution_timeout=cell_timeout, log_output=log_output, progress_bar=False,
             )
         except PapermillExecutionError as err:
@@ -219,7 +229,7 @@ def copy_readme_figures(run_dir: Path, root: Path) -> list[Path]:
     """Copy the figures the README shows from a run into ``figures/``."""
     copied = []
     for name in README_FIGURES:
-        src = run_dir / "figures" / name
+        src = RunFolder(run_dir).figures_dir / name
         if src.is_file():
             dst = root / "figures" / name
             atomic_write_bytes(dst, src.read_bytes())

@@ -1,178 +1,210 @@
-"""What every notebook does first: validate its parameters, find its run folder and data.
+"""What every notebook does first: its parameters, its run folder, its data, its trained model.
 
-A notebook's setup cell is one call::
+A notebook's parameters cell declares only the names that notebook reads; the rest of the run's
+parameters come from the run folder's ``params.yaml`` (written by ``python -m chexlib run``, the
+single record of a run; schema defaults where a run folder has none yet). The setup cell is one
+call. Notebooks 01 and 02::
 
-    session = chexlib.session.start(chexlib.params.collect(globals()))
+    session = start(collect(globals()))
 
-which validates the parameters, resolves relative paths against the project folder, creates the
-run folder (``figures/``, ``tables/``), makes sure the data exist (generating the phantom when it
-is missing), and seeds every random number generator. Figures and tables are saved through the
-session so that they land in the run folder, written atomically.
+validates the parameters, resolves relative paths against the project folder, creates the run
+folder (``figures/``, ``tables/``), makes sure the data exist (generating the phantom when it is
+missing), and seeds every random number generator. Notebooks 03-06::
+
+    session = open_run(collect(globals()))
+
+does the same and loads the run's trained model on its device; ``session.reported`` (the
+reported images of notebook 03) and ``session.store`` (the heatmap store) open on first use.
+:meth:`chexlib.browser.HeatmapBrowser.from_run` opens a run folder the same way. Figures and
+tables are saved through the session, so that they land in the run folder, written atomically.
 """
 
 from __future__ import annotations
 
+import io
 import os
-import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+from PIL import Image
+from torch import nn
 
-from chexlib.errors import MissingFileError
+from chexlib.checkpoint import model_from_checkpoint, weights_fingerprint
+from chexlib.explain.store import MapStore
 from chexlib.files import atomic_write_bytes
-from chexlib.params import validate
+from chexlib.errors import MissingFileError
+from chexlib.params import SCHEMA, validate, validate_partial
+from chexlib.project import absolute_paths, ensure_data, project_root, resolve_path
+from chexlib.reported import ReportedImages
+from chexlib.rng import seed_everything
+from chexlib.run import RunFolder
 from chexlib.runlock import check_free
-
-#: Environment variable that fixes the folder relative paths resolve against.
-ROOT_ENV = "CHEXLIB_ROOT"
-
-
-def project_root(start: str | os.PathLike | None = None) -> Path:
-    """The folder relative parameter paths resolve against.
-
-    ``$CHEXLIB_ROOT`` when set; otherwise the nearest folder at or above ``start`` (default: the
-    working directory) that holds both ``pyproject.toml`` and ``notebooks/`` (the repository, so a
-    notebook opened from ``notebooks/`` finds ``data/`` and ``runs/``); otherwise ``start``.
-    """
-    if os.environ.get(ROOT_ENV):
-        return Path(os.environ[ROOT_ENV]).resolve()
-    here = Path(start or os.getcwd()).resolve()
-    for folder in (here, *here.parents):
-        if (folder / "pyproject.toml").is_file() and (folder / "notebooks").is_dir():
-            return folder
-    return here
-
-
-def resolve_path(value: str, root: Path) -> Path:
-    """An absolute path: ``value`` itself when absolute, else ``root / value``."""
-    path = Path(value).expanduser()
-    return path if path.is_absolute() else (root / path)
-
-
-def absolute_paths(params: dict[str, Any], root: Path) -> dict[str, Any]:
-    """A copy of ``params`` whose path parameters are absolute (relative ones resolve at ``root``)."""
-    out = dict(params)
-    for name in ("data_root", "run_dir", "cache_dir", "weights"):
-        value = out[name]
-        if value and not (name == "weights" and value in ("auto", "imagenet", "none")):
-            out[name] = str(resolve_path(value, root))
-    return out
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python, numpy and torch, and make torch deterministic on the CPU."""
-    import torch
-
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def ensure_data(params: dict[str, Any], data_root: Path) -> Path:
-    """Make sure the data set exists; generate the phantom when it is missing.
-
-    Returns
-    -------
-    Path
-        The data root (the folder holding ``train.csv`` and ``valid.csv``).
-
-    Raises
-    ------
-    MissingFileError
-        For ``dataset: chexpert`` when the folder or its CSVs are missing; the message says how
-        to obtain the data.
-    """
-    if params["dataset"] == "phantom":
-        from chexlib.phantom import generate
-
-        # A folder that is already a phantom (complete or interrupted) is regenerated when the
-        # phantom parameters change; any other non-empty folder is refused by generate().
-        is_phantom = any((data_root / n).is_file() for n in ("phantom.json", ".phantom-partial"))
-        generate(
-            data_root,
-            n_train=params["phantom_n_train"],
-            n_valid=params["phantom_n_valid"],
-            seed=params["phantom_seed"],
-            overwrite=is_phantom,
-        )
-        return data_root
-    for name in ("train.csv", "valid.csv"):
-        if not (data_root / name).is_file():
-            raise MissingFileError(
-                f"{data_root / name} does not exist. The real CheXpert data cannot be shipped: "
-                "register at https://stanfordmlgroup.github.io/competitions/chexpert/, download "
-                "CheXpert-v1.0-small, unpack it so that this folder holds train.csv, valid.csv, "
-                "train/ and valid/, or set data_root to where it is."
-            )
-    return data_root
+from chexlib.train import select_device
 
 
 @dataclass
 class Session:
-    """Paths and parameters of one notebook run. Create it with :func:`start`."""
+    """Parameters and paths of one notebook run. Create it with :func:`start`."""
 
     params: dict[str, Any]
     root: Path
-    run_dir: Path
+    run: RunFolder
     data_root: Path
     cache_dir: Path
 
     @property
+    def run_dir(self) -> Path:
+        return self.run.path
+
+    @property
     def figures_dir(self) -> Path:
-        return self.run_dir / "figures"
+        return self.run.figures_dir
 
     @property
     def tables_dir(self) -> Path:
-        return self.run_dir / "tables"
+        return self.run.tables_dir
 
     def save_figure(self, fig, name: str, dpi: int = 110) -> Path:
         """Save a matplotlib figure as ``<run>/figures/<name>.png`` (atomically)."""
-        import io
-
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
-        path = self.figures_dir / f"{name}.png"
-        atomic_write_bytes(path, buf.getvalue())
-        return path
+        return atomic_write_bytes(self.run.figure(name), buf.getvalue())
 
     def save_images(self, images, names, folder: str) -> list[Path]:
         """Save grayscale images [H, W] as ``<run>/figures/<folder>/<name>.png`` (atomically)."""
-        import io
-
-        from PIL import Image
-
         paths = []
         for image, name in zip(images, names):
             buf = io.BytesIO()
             Image.fromarray(np.asarray(image, dtype=np.uint8)).save(buf, format="PNG")
-            paths.append(atomic_write_bytes(self.figures_dir / folder / f"{name}.png", buf.getvalue()))
+            paths.append(atomic_write_bytes(self.run.figure(f"{folder}/{name}"), buf.getvalue()))
         return paths
 
     def save_table(self, df, name: str) -> Path:
         """Save a DataFrame as ``<run>/tables/<name>.csv`` (atomically)."""
-        path = self.tables_dir / f"{name}.csv"
-        atomic_write_bytes(path, df.to_csv().encode("utf-8"))
-        return path
+        return atomic_write_bytes(self.run.table(name), df.to_csv().encode("utf-8"))
 
 
-def start(params: dict[str, Any]) -> Session:
+def run_parameters(values: dict[str, Any], root: Path) -> dict[str, Any]:
+    """A notebook's own ``values`` over the rest of its run's parameters, complete and absolute.
+
+    The run folder is ``values["run_dir"]`` (default: the schema's). Names the notebook does not
+    declare take the values recorded in that folder's ``params.yaml``, else the defaults.
+
+    Raises
+    ------
+    ParameterError
+        A value of the notebook or of ``params.yaml`` is not allowed (the message names which).
+    """
+    declared = validate_partial(values, source="notebook parameters")
+    run = RunFolder(resolve_path(declared.get("run_dir", SCHEMA["run_dir"].default), root))
+    recorded = validate(run.read_params(), source=str(run.params))
+    return absolute_paths(validate({**recorded, **declared}, source="notebook parameters"), root)
+
+
+def start(values: dict[str, Any]) -> Session:
     """Validate the parameters, prepare the run folder and the data, seed everything.
 
     Parameters
     ----------
-    params : dict
-        The notebook's parameters, e.g. ``chexlib.params.collect(globals())``.
+    values : dict
+        The notebook's parameters, e.g. ``chexlib.params.collect(globals())``: only the names its
+        parameters cell declares; the others come from the run folder's ``params.yaml``.
     """
     root = project_root()
-    params = absolute_paths(validate(params, source="notebook parameters"), root)
-    run_dir, data_root = Path(params["run_dir"]), Path(params["data_root"])
-    cache_dir = Path(params["cache_dir"]) if params["cache_dir"] else data_root / ".cache"
-    check_free(run_dir)  # a series or training job writing there now: stop before touching it
-    for sub in ("figures", "tables"):
-        (run_dir / sub).mkdir(parents=True, exist_ok=True)
-    ensure_data(params, data_root)
+    params = run_parameters(values, root)
+    session = _session(params, root)
+    check_free(session.run_dir)  # a series or training job writing there now: stop before touching it
+    for folder in (session.run.figures_dir, session.run.tables_dir):
+        folder.mkdir(parents=True, exist_ok=True)
+    _record(session.run, params)
+    ensure_data(params, session.data_root)
     seed_everything(params["seed"])
-    return Session(params=params, root=root, run_dir=run_dir, data_root=data_root,
-                   cache_dir=cache_dir)
+    return session
+
+
+def _session(params: dict[str, Any], root: Path) -> Session:
+    data_root = Path(params["data_root"])
+    cache_dir = Path(params["cache_dir"]) if params["cache_dir"] else data_root / ".cache"
+    return Session(params=params, root=root, run=RunFolder(params["run_dir"]),
+                   data_root=data_root, cache_dir=cache_dir)
+
+
+def _record(run: RunFolder, params: dict[str, Any]) -> None:
+    """Keep ``params.yaml`` the record of what ran: rewrite it only when a notebook opened by hand
+    ran with other values (under the runner they are the same and nothing is written)."""
+    if run.read_params() != params:
+        run.write_params(params)
+
+
+@dataclass
+class TrainedRun(Session):
+    """A session over a run folder with a trained model (after notebook 02).
+
+    ``model`` is in eval mode on ``device``; ``reported`` (:class:`~chexlib.reported.ReportedImages`,
+    after notebook 03) and ``store`` (:class:`~chexlib.explain.store.MapStore` bound to this
+    model's weights) open on first use. Create it with :func:`open_run`.
+    """
+
+    device: torch.device = field(default=torch.device("cpu"))
+    model: nn.Module | None = None
+    checkpoint: dict = field(default_factory=dict)
+
+    @cached_property
+    def reported(self) -> ReportedImages:
+        return ReportedImages(self.run_dir, self.data_root, self.params["image_size"],
+                              self.params["uncertainty_policy"], self.cache_dir)
+
+    @cached_property
+    def store(self) -> MapStore:
+        return MapStore(self.run_dir, model=weights_fingerprint(self.model))
+
+
+def open_run(source: dict[str, Any] | str | os.PathLike, model: nn.Module | None = None,
+             device: str | torch.device | None = None) -> TrainedRun:
+    """The trained model of a run on its device, with the run's reported images and map store.
+
+    Parameters
+    ----------
+    source : dict or path
+        A notebook's parameters (``collect(globals())``): set up as :func:`start` does. Or a run
+        folder: its ``params.yaml`` is read, nothing is created, generated or seeded (the browser,
+        benchmarks).
+    model : nn.Module, optional
+        Use this model instead of loading ``checkpoint.pt`` (then ``checkpoint`` is empty).
+    device : str or torch.device, optional
+        Default: the ``device`` parameter (``auto``: CUDA, then MPS, then the CPU).
+
+    Raises
+    ------
+    MissingFileError, CheckpointError
+        The run folder has no usable ``checkpoint.pt`` (run notebook 02), or no ``params.yaml``
+        when ``source`` is a folder.
+    """
+    if isinstance(source, dict):
+        session = start(source)
+    else:
+        session = _session_of_folder(RunFolder(Path(source).resolve()))
+    device = torch.device(device) if device is not None else select_device(session.params["device"])
+    checkpoint: dict = {}
+    if model is None:
+        model, checkpoint = model_from_checkpoint(session.run.checkpoint,
+                                                  image_size=session.params["image_size"])
+    fields = {name: getattr(session, name) for name in ("params", "root", "run", "data_root",
+                                                        "cache_dir")}
+    return TrainedRun(**fields, device=device, model=model.to(device).eval(),
+                      checkpoint=checkpoint)
+
+
+def _session_of_folder(run: RunFolder) -> Session:
+    if not run.params.is_file():
+        raise MissingFileError(f"{run.params} does not exist: {run.path} is not a run folder "
+                               "(python -m chexlib run writes it)")
+    params = validate(run.read_params(), source=str(run.params))
+    return _session(params | {"run_dir": str(run.path)}, project_root())
+
+
+__all__ = ["Session", "TrainedRun", "open_run", "run_parameters", "start"]

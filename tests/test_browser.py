@@ -24,7 +24,7 @@ METHODS = ["epsilon_plus_flat", "gradcam"]
 @pytest.fixture(scope="module")
 def browser(tiny_run):
     root, run_dir, _, _ = tiny_run
-    return HeatmapBrowser.from_run(run_dir, root, image_size=SIZE, methods=METHODS)
+    return HeatmapBrowser.from_run(run_dir, methods=METHODS)  # the demo run's params.yaml
 
 
 def _pixels(png: bytes) -> np.ndarray:
@@ -121,7 +121,7 @@ def test_widget_controls_change_what_is_rendered(browser, tiny_run):
 
 def test_missing_maps_are_computed_once_and_stored(tiny_run):
     root, run_dir, _, _ = tiny_run
-    fresh = HeatmapBrowser.from_run(run_dir, root, image_size=SIZE, methods=["zplus"],
+    fresh = HeatmapBrowser.from_run(run_dir, methods=["zplus"],
                                     state=BrowserState(method="zplus", position=5))
     store, path = fresh.source.store, fresh.reported.paths[5]
     assert fresh.source.computed == 1 and store.has("zplus", path)
@@ -130,6 +130,6 @@ def test_missing_maps_are_computed_once_and_stored(tiny_run):
     fresh.controls["position"].value = 0
     fresh.controls["position"].value = 5
     assert fresh.source.computed == 2  # image 0 was new; image 5 came back from the store
-    again = HeatmapBrowser.from_run(run_dir, root, image_size=SIZE, methods=["zplus"],
+    again = HeatmapBrowser.from_run(run_dir, methods=["zplus"],
                                     state=BrowserState(method="zplus", position=5))
     assert again.source.computed == 0

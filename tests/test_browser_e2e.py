@@ -45,8 +45,8 @@ def _free_port() -> int:
 
 def _notebook(path: Path, data_root: Path, run_dir: Path) -> None:
     code = (f"from chexlib.browser import HeatmapBrowser\n"
-            f"browser = HeatmapBrowser.from_run({str(run_dir)!r}, {str(data_root)!r}, "
-            f"image_size={SIZE}, methods=['epsilon_plus_flat', 'gradcam'])\n"
+            f"browser = HeatmapBrowser.from_run({str(run_dir)!r}, "
+            f"methods=['epsilon_plus_flat', 'gradcam'])\n"
             f"browser")
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# Browser test"),
                                          nbformat.v4.new_code_cell(code)])

@@ -1,16 +1,13 @@
 """The parameter schema: validation messages, presets, resolution order, notebook cells."""
 
-import ast
 import subprocess
 import sys
 from pathlib import Path
 
-import papermill
 import pytest
 
 from chexlib import params as P
 from chexlib.errors import MissingFileError, ParameterError
-from chexlib.runner import declared_parameters
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
@@ -103,15 +100,6 @@ def test_override_values_parse_as_yaml():
     assert P.parse_override("1e-3") == 1e-3
     assert P.parse_override("[Edema, Cardiomegaly]") == ["Edema", "Cardiomegaly"]
     assert P.parse_override("ten") == "ten"
-
-
-@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.name)
-def test_every_notebook_declares_the_schema_with_its_defaults(notebook):
-    declared = papermill.inspect_notebook(str(notebook))  # papermill's own reading of the cell
-    assert set(declared) == set(P.SCHEMA)
-    values = {k: ast.literal_eval(v["default"]) for k, v in declared.items()}
-    assert values == P.defaults()
-    assert declared_parameters(notebook) == P.defaults()
 
 
 def test_notebooks_are_committed_without_outputs():

@@ -14,12 +14,12 @@ import pandas as pd
 import pytest
 from pycocotools import mask as coco_mask
 
-from chexlib import artefacts
 from chexlib.errors import LabelFileError
 from chexlib.masks import resize_mask
 from chexlib.observations import OBSERVATIONS
 from chexlib.plots import galleries
 from chexlib.reported import ReportedImages
+from chexlib.run import RunFolder
 
 matplotlib.use("Agg")
 SIZE = 48  # conftest.TINY_SIZE
@@ -79,11 +79,12 @@ def test_outlines_are_the_phantoms_masks_in_the_model_frame(run, reported):
 
 def test_predictions_of_other_images_are_refused_naming_the_line(run, tmp_path):
     root, run_dir, _, _ = run
-    for name in (artefacts.PREDICTIONS, artefacts.THRESHOLDS, artefacts.OUTCOMES):
-        (tmp_path / name).write_bytes((run_dir / name).read_bytes())
-    df = pd.read_csv(tmp_path / artefacts.PREDICTIONS)
+    source, copy = RunFolder(run_dir), RunFolder(tmp_path)
+    for name in ("predictions", "thresholds", "outcomes"):
+        getattr(copy, name).write_bytes(getattr(source, name).read_bytes())
+    df = pd.read_csv(copy.predictions)
     df.loc[4, "Path"] = "valid/patient99999/study1/view1_frontal.jpg"
-    df.to_csv(tmp_path / artefacts.PREDICTIONS, index=False)
+    df.to_csv(copy.predictions, index=False)
     with pytest.raises(LabelFileError, match=r"predictions.csv.*line 6.*patient99999.*rerun notebook 03"):
         ReportedImages(tmp_path, root, SIZE)
 

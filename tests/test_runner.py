@@ -83,16 +83,48 @@ def test_injected_parameters_reach_the_notebook(tmp_path):
     assert saved["epochs"] == 7 and Path(saved["data_root"]).is_absolute()
 
 
-def test_notebook_missing_a_parameter_is_refused(tmp_path):
-    root = tmp_path / "project"
+def _one_cell_notebook(root: Path, source: str) -> None:
     (root / "notebooks").mkdir(parents=True)
     nb = nbformat.v4.new_notebook()
-    cell = nbformat.v4.new_code_cell("epochs = 3")
+    cell = nbformat.v4.new_code_cell(source)
     cell.metadata["tags"] = ["parameters"]
     nb.cells = [cell]
     nbformat.write(nb, root / "notebooks" / "01_x.ipynb")
-    with pytest.raises(ParameterError, match="01_x.ipynb: the parameters cell.*missing"):
-        run_series(_params(tmp_path), root=root, echo=lambda s: None)
+
+
+def test_notebook_declaring_an_unknown_name_or_no_run_dir_is_refused(tmp_path):
+    _one_cell_notebook(tmp_path / "a", "run_dir = 'runs/default'\nepoch = 3")
+    with pytest.raises(ParameterError, match=r"01_x.ipynb: the parameters cell.*\['epoch'\]"):
+        run_series(_params(tmp_path), root=tmp_path / "a", echo=lambda s: None)
+    _one_cell_notebook(tmp_path / "b", "epochs = 3")
+    with pytest.raises(ParameterError, match="01_x.ipynb: the parameters cell.*run_dir is missing"):
+        run_series(_params(tmp_path), root=tmp_path / "b", echo=lambda s: None)
+    assert not (tmp_path / "run").exists()  # refused before the run folder is touched
+
+
+@pytest.mark.slow
+def test_a_notebook_gets_only_its_own_names_and_reads_the_rest_from_params_yaml(tmp_path):
+    root = tmp_path / "project"
+    (root / "notebooks").mkdir(parents=True)
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("run_dir = 'runs/default'\nepochs = 4")
+    cell.metadata["tags"] = ["parameters"]
+    probe = ("import json, pathlib\n"
+             "from chexlib.params import collect\n"
+             "from chexlib.session import start\n"
+             "session = start(collect(globals()))\n"
+             "pathlib.Path(run_dir, 'seen.json').write_text(json.dumps({\n"
+             "    'lr_defined': 'lr' in globals(), 'epochs': epochs,\n"
+             "    'session_lr': session.params['lr'], 'session_epochs': session.params['epochs']}))")
+    nb.cells = [cell, nbformat.v4.new_code_cell(probe)]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, root / "notebooks" / "01_x.ipynb")
+    result = run_series(_params(tmp_path, epochs=7, lr=0.5), root=root, log_output=False,
+                        echo=lambda s: None)
+    seen = json.loads((result.run_dir / "seen.json").read_text())
+    assert seen == {"lr_defined": False, "epochs": 7, "session_lr": 0.5, "session_epochs": 7}
+    injected = nbformat.read(result.run_dir / "notebooks" / "01_x.ipynb", as_version=4)
+    assert set(injected.metadata["papermill"]["parameters"]) == {"run_dir", "epochs"}
 
 
 def test_notebook_selection(tmp_path):

@@ -1,14 +1,18 @@
-"""chexlib.session: path resolution, data preparation and the per-notebook set-up."""
+"""chexlib.project and chexlib.session: paths, data, and the per-notebook set-up of a run."""
 
 import os
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from chexlib import params as P
 from chexlib.errors import MissingFileError, ParameterError
-from chexlib.session import ensure_data, project_root, resolve_path, start
+from chexlib.checkpoint import weights_fingerprint
+from chexlib.project import absolute_paths, ensure_data, project_root, resolve_path
+from chexlib.run import RunFolder
+from chexlib.session import TrainedRun, open_run, run_parameters, start
 
 
 def test_project_root_is_found_from_a_subfolder(tmp_path, monkeypatch):
@@ -71,3 +75,60 @@ def test_start_prepares_the_run_folder_and_seeds(tmp_path, monkeypatch):
     assert np.array(Image.open(saved[0])).tolist() == [[7] * 3] * 4
     with pytest.raises(ParameterError, match="'epochs'"):
         start({**values, "epochs": 0})
+
+
+def _fake_chexpert(root: Path) -> None:
+    (root / "data").mkdir()
+    for name in ("train.csv", "valid.csv"):
+        (root / "data" / name).write_text("Path\n")
+
+
+def test_a_notebooks_own_names_win_over_params_yaml_which_wins_over_the_defaults(tmp_path):
+    run = RunFolder(tmp_path / "runs/x")
+    run.path.mkdir(parents=True)
+    run.write_params({**P.defaults(), "epochs": 9, "lr": 0.5, "run_dir": str(run.path)})
+    params = run_parameters({"run_dir": "runs/x", "epochs": 3}, tmp_path)
+    assert params["epochs"] == 3 and params["lr"] == 0.5  # declared; recorded
+    assert params["n_explain"] == P.defaults()["n_explain"]  # neither: the default
+    assert params["data_root"] == str(tmp_path / "data/phantom")  # made absolute
+    assert run_parameters({"run_dir": "runs/none"}, tmp_path) == {
+        **absolute_paths(P.defaults(), tmp_path), "run_dir": str(tmp_path / "runs/none")}
+
+
+def test_a_bad_params_yaml_is_named_and_left_alone(tmp_path):
+    run = RunFolder(tmp_path / "runs/x")
+    run.path.mkdir(parents=True)
+    run.params.write_text("epochs: ten\n")
+    with pytest.raises(ParameterError, match=r"params.yaml: parameter 'epochs' = 'ten'"):
+        run_parameters({"run_dir": "runs/x"}, tmp_path)
+    run.params.write_text("- a list\n")
+    with pytest.raises(ParameterError, match=r"params.yaml: expected a mapping"):
+        run_parameters({"run_dir": "runs/x"}, tmp_path)
+    assert run.params.read_text() == "- a list\n"
+
+
+def test_start_records_what_a_notebook_opened_by_hand_ran_with(tmp_path, monkeypatch):
+    monkeypatch.setenv("CHEXLIB_ROOT", str(tmp_path))
+    _fake_chexpert(tmp_path)
+    values = {"dataset": "chexpert", "data_root": "data", "run_dir": "runs/x"}
+    session = start(values)
+    recorded = session.run.read_params()
+    assert recorded == session.params and recorded["run_dir"] == str(tmp_path / "runs/x")
+    before = session.run.params.stat().st_mtime_ns
+    start(values)  # the same values: the record is not rewritten
+    assert session.run.params.stat().st_mtime_ns == before
+    assert start({"run_dir": "runs/x", "n_explain": 5}).run.read_params()["n_explain"] == 5
+    assert start({"run_dir": "runs/x"}).params["dataset"] == "chexpert"  # from the record
+
+
+def test_open_run_of_a_folder_gives_model_reported_images_and_store(tiny_run):
+    root, run_dir, probs, _ = tiny_run
+    run = open_run(run_dir)
+    assert isinstance(run, TrainedRun) and run.device == torch.device("cpu")
+    assert not run.model.training and run.params["image_size"] == 48
+    assert run.data_root == root.resolve() and len(run.reported) == len(probs)
+    np.testing.assert_allclose(run.reported.probs, probs, atol=1e-6)
+    assert run.store.model == weights_fingerprint(run.model)
+    assert run.store.root == RunFolder(run_dir.resolve()).maps_dir
+    with pytest.raises(MissingFileError, match="params.yaml does not exist"):
+        open_run(root)

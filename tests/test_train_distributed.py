@@ -133,7 +133,8 @@ def test_notebook_02_trains_with_two_gloo_processes_and_notebook_03_evaluates(tm
 def test_one_process_torchrun_equals_in_process_training(tmp_path):
     """torchrun --nproc_per_node 1 (DDP, gloo) ends with exactly the weights of the in-process
     run: the distributed code path adds nothing to the arithmetic."""
-    from chexlib.session import ensure_data, seed_everything
+    from chexlib.project import ensure_data
+    from chexlib.rng import seed_everything
     from chexlib.train.launch import build_model, train_in_process, training_data
 
     params = _smoke(tmp_path, run_dir=str(tmp_path / "inproc"))

@@ -8,11 +8,8 @@ state, an executed notebook saved with its widget state shows the last rendering
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import ipywidgets as widgets
-import torch
-from torch import nn
 
 from chexlib.browser.render import (
     OUTCOME_FILTERS,
@@ -24,10 +21,9 @@ from chexlib.browser.render import (
     render,
 )
 from chexlib.browser.source import MapSource
-from chexlib.checkpoint import model_from_checkpoint, weights_fingerprint
-from chexlib.explain.store import MapStore
 from chexlib.observations import OBSERVATIONS
 from chexlib.reported import ReportedImages
+from chexlib.session import TrainedRun, open_run
 
 
 class HeatmapBrowser:
@@ -84,17 +80,22 @@ class HeatmapBrowser:
         self.refresh()
 
     @classmethod
-    def from_run(cls, run_dir: str | os.PathLike, data_root: str | os.PathLike, image_size: int,
-                 policy: str = "zeros", cache_dir: str | os.PathLike | None = None,
-                 methods=None, device: str | torch.device = "cpu", model: nn.Module | None = None,
+    def from_run(cls, run: TrainedRun | str | os.PathLike, methods=None,
                  state: BrowserState | None = None) -> HeatmapBrowser:
-        """A browser over a run folder (notebooks 02 and 03 have run in it)."""
-        if model is None:
-            model, _ = model_from_checkpoint(Path(run_dir) / "checkpoint.pt", image_size=image_size)
-        model = model.to(device).eval()
-        reported = ReportedImages(run_dir, data_root, image_size, policy, cache_dir)
-        store = MapStore(run_dir, model=weights_fingerprint(model))
-        return cls(reported, MapSource(reported, store, model, methods, device), state)
+        """A browser over a run (notebooks 02 and 03 have run in it).
+
+        Parameters
+        ----------
+        run : TrainedRun or path
+            A notebook's :func:`chexlib.session.open_run`, whose model, reported images and map
+            store it uses; or a run folder, opened with ``open_run``.
+        methods : list of str, optional
+            The methods to offer (default: every method of the registry on the default layer).
+        """
+        if not isinstance(run, TrainedRun):
+            run = open_run(run)
+        return cls(run.reported, MapSource(run.reported, run.store, run.model, methods, run.device),
+                   state)
 
     @property
     def state(self) -> BrowserState:

@@ -43,6 +43,7 @@ from chexlib.errors import ChexlibError
 from chexlib.files import atomic_write_bytes, atomic_write_json
 from chexlib.masks import chexlocalize_image_id
 from chexlib.observations import OBSERVATIONS
+from chexlib.run import RunFolder
 
 FORMAT = 2  # 2: a checksum trailer after the .npy payload
 _CHECKSUM_TAG = b"\nchexlib-blake2b-128:"
@@ -130,7 +131,7 @@ class MapStore:
 
     def __init__(self, run_dir: str | os.PathLike, durable: bool = True,
                  model: str | None = None):
-        self.root = Path(run_dir) / "maps"
+        self.root = RunFolder(run_dir).maps_dir
         self.durable = durable
         if model is not None and not (isinstance(model, str) and model):
             raise MapStoreError(f"model={model!r}: expected a non-empty fingerprint string")
