@@ -1,7 +1,8 @@
-"""Command line: ``python -m chexlib run|params|presets``.
+"""Command line: ``python -m chexlib run|params|presets|methods``.
 
 ``python -m chexlib run [--preset NAME] [--params FILE.yaml] [-p KEY VALUE ...] [--name RUN]``
-runs the notebook series into ``runs/<RUN>/``. ``python -m chexlib params`` lists every parameter.
+runs the notebook series into ``runs/<RUN>/``. ``python -m chexlib params`` lists every parameter,
+``python -m chexlib methods`` every explanation method (the README's table).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from chexlib import methods
 from chexlib import params as P
 from chexlib.errors import ChexlibError
 
@@ -32,6 +34,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--quiet", action="store_true", help="do not echo notebook output")
     sub.add_parser("params", help="list every parameter with its default and allowed values")
     sub.add_parser("presets", help="list the presets and what each changes")
+    sub.add_parser("methods", help="list the explanation methods as a Markdown table")
     return parser
 
 
@@ -43,6 +46,8 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "presets":
             for name in P.preset_names():
                 print(f"{name}: {P.load_preset(name)}")
+        elif args.command == "methods":
+            print(methods.table())
         else:
             return _run(args)
     except ChexlibError as err:

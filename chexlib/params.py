@@ -13,7 +13,7 @@ import difflib
 import importlib.resources
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,21 +21,25 @@ from typing import Any
 import yaml
 
 from chexlib.errors import MissingFileError, ParameterError
-from chexlib.methods import CAM_LAYERS, LRP_COMPOSITES
+from chexlib.methods import CAM_LAYERS, LRP_COMPOSITES, names
 from chexlib.observations import OBSERVATIONS, UNCERTAINTY_POLICIES
 
 
 @dataclass(frozen=True)
 class Param:
-    """One parameter: its type, default, constraint and a one-line description."""
+    """One parameter: its type, default, constraint and a one-line description.
+
+    ``choices`` and ``item_choices`` are tuples, or live lists of the method registry
+    (:func:`chexlib.methods.names`: a method registered later is allowed too).
+    """
 
     type: type
     default: Any
     help: str
-    choices: tuple | None = None
+    choices: Sequence | None = None
     low: float | None = None
     high: float | None = None
-    item_choices: tuple | None = None  # allowed items of a list parameter
+    item_choices: Sequence | None = None  # allowed items of a list parameter
     check: Callable[[Any], str | None] | None = None
 
 
@@ -92,9 +96,9 @@ SCHEMA: dict[str, Param] = {
                              "observations shown in the figures", item_choices=OBSERVATIONS),
     "n_examples": Param(int, 8, "example images per gallery", low=1, high=64),
     "lrp_composite": Param(str, "epsilon_plus_flat", "LRP composite of the galleries, the stored "
-                           "maps and the browser", choices=tuple(LRP_COMPOSITES)),
+                           "maps and the browser", choices=names("lrp")),
     "composites": Param(list, list(LRP_COMPOSITES), "LRP composites compared side by side",
-                        item_choices=tuple(LRP_COMPOSITES)),
+                        item_choices=names("lrp")),
     "gradcam_layer": Param(str, "relu", "Grad-CAM layer: the head's ReLU (rectified final feature "
                            "maps) or a convolutional stage", choices=CAM_LAYERS),
     "heatmap_scale": Param(str, "per_map", "heatmap colour scale: per_map, or shared by the "

@@ -8,8 +8,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from chexlib.explain.dispatch import explain, method_names, parse_method
+from chexlib.explain.dispatch import explain
 from chexlib.explain.store import MapStore
+from chexlib.methods import method_names, parse_method
 
 
 class MapSource:
@@ -24,7 +25,8 @@ class MapSource:
     model : nn.Module
         The model the maps explain.
     methods : sequence of str, optional
-        Method names offered (:func:`chexlib.explain.dispatch.method_names`); default all.
+        Method names offered; default every method of the registry
+        (:func:`chexlib.methods.method_names`, read when the source is made).
     device : str or torch.device
         Where maps missing from the store are computed.
     """

@@ -7,10 +7,12 @@
 ``chexlib.explain.cam``           the class-activation-map algorithm (one forward, all classes)
 ``chexlib.explain.gradcam``       Grad-CAM;  ``chexlib.explain.gradcam_pp``  Grad-CAM++
 ``chexlib.explain.combined``      LRP gated by Grad-CAM
-``chexlib.explain.dispatch``      any method by name (``explain``, ``method_names``)
+``chexlib.explain.baseline``      the random map (the comparison's chance level)
+``chexlib.explain.dispatch``      any method of the registry (:mod:`chexlib.methods`) by name
 ``chexlib.explain.store``         the heatmap store of a run folder (float16 per method and image)
 """
 
+from chexlib.explain.baseline import random_maps
 from chexlib.explain.cam import DEFAULT_LAYER, layer_names
 from chexlib.explain.combined import lrp_gradcam
 from chexlib.explain.composites import LRP_COMPOSITES, lrp_composites, make_composite
@@ -26,4 +28,4 @@ __all__ = ["DEFAULT_LAYER", "LRP_COMPOSITES", "CorruptMapError", "GradCAM", "Gra
            "MapNotFoundError", "MapStore", "MapStoreError", "batchnorm_shift_share",
            "class_indices", "conservation_table", "explain", "explainable_copy", "gradcam",
            "gradcam_pp", "layer_names", "lrp", "lrp_composites", "lrp_gradcam", "make_composite",
-           "method_names"]
+           "method_names", "random_maps"]

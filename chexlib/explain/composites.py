@@ -1,7 +1,9 @@
 """Named LRP composites: which zennit rule explains which layer of the DenseNet-121.
 
 A composite maps every layer to an LRP rule (zennit's rules; zennit is a dependency, LGPL, never
-copied here). The names below are the variants the notebooks compare:
+copied here). The names below are the variants the notebooks compare; each is one entry of the
+registry (:func:`chexlib.methods.register_composite`) that names its builder in this module
+(``zplus`` -> :func:`zplus_composite`, ...):
 
 =====================  ========================================================================
 ``epsilon``            LRP-epsilon on every convolution, BatchNorm and the classifier, eps = 0.25
@@ -60,8 +62,6 @@ larger pre-activations loses less. ``tests/test_explain_lrp.py`` bounds these sh
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 from torch import nn
 from zennit.composites import (
@@ -77,6 +77,7 @@ from zennit.rules import Epsilon, Gamma, ZBox, ZPlus
 from zennit.types import BatchNorm, Convolution
 
 from chexlib.data.dataset import IMAGENET_MEAN, IMAGENET_STD
+from chexlib import methods
 from chexlib.errors import ParameterError
 from chexlib.methods import LRP_COMPOSITES
 
@@ -145,7 +146,8 @@ def make_composite(
         A ValueError: unknown ``name`` (the message lists the valid ones), ``low >= high`` or a
         negative ``epsilon``.
     """
-    if name not in LRP_COMPOSITES:
+    method = methods.registered("lrp").get(name)
+    if method is None:
         raise ParameterError(
             f"composite={name!r}: unknown LRP composite; expected one of {', '.join(LRP_COMPOSITES)}"
         )
@@ -155,7 +157,7 @@ def make_composite(
         raise ParameterError(f"low={low!r}, high={high!r}: expected low < high")
     if epsilon is not None and not epsilon >= 0:
         raise ParameterError(f"epsilon={epsilon!r}: expected a number >= 0")
-    return _BUILDERS[name](low, high, epsilon)
+    return method.load_composite()(low, high, epsilon)
 
 
 def _or(value: float | None, default: float) -> float:
@@ -171,7 +173,8 @@ def _epsilon_everywhere(eps: float) -> Composite:
     return LayerMapComposite(layer_map=[(BatchNorm, rule)] + layer_map_base() + layers)
 
 
-def _zplus(low, high, epsilon) -> Composite:
+def zplus_composite(low, high, epsilon) -> Composite:
+    """``zplus``: z+ on the convolutions, z^B on the pixel layer, epsilon on the classifier."""
     layer_map = layer_map_base() + [
         (Convolution, ZPlus()),
         (nn.Linear, Epsilon(epsilon=_or(epsilon, SMALL_EPSILON))),
@@ -219,7 +222,8 @@ class DepthComposite(Composite):
         return self.rules["lower"] if stages & set(LOWER_STAGES) else self.rules["middle"]
 
 
-def _montavon2019(low, high, epsilon) -> Composite:
+def montavon2019_composite(low, high, epsilon) -> Composite:
+    """``montavon2019``: rules by depth (:class:`DepthComposite`, the module docstring)."""
     return DepthComposite(
         pixel=ZBox(low=low, high=high),
         lower=Gamma(gamma=GAMMA),
@@ -228,14 +232,29 @@ def _montavon2019(low, high, epsilon) -> Composite:
     )
 
 
-_BUILDERS: dict[str, Callable[..., Composite]] = {
-    "epsilon": lambda low, high, eps: _epsilon_everywhere(_or(eps, LARGE_EPSILON)),
-    "z": lambda low, high, eps: _epsilon_everywhere(_or(eps, ZERO_EPSILON)),
-    "alpha2_beta1": lambda low, high, eps: EpsilonAlpha2Beta1(epsilon=_or(eps, SMALL_EPSILON)),
-    "zplus": _zplus,
-    "epsilon_plus_flat": lambda low, high, eps: EpsilonPlusFlat(epsilon=_or(eps, SMALL_EPSILON)),
-    "epsilon_gamma_box": lambda low, high, eps: EpsilonGammaBox(
-        low=low, high=high, epsilon=_or(eps, SMALL_EPSILON), gamma=GAMMA
-    ),
-    "montavon2019": _montavon2019,
-}
+# The builders the registry's LRP entries name (chexlib.methods): (low, high, epsilon) ->
+# a fresh composite; epsilon None keeps the composite's own.
+
+def epsilon_composite(low, high, epsilon) -> Composite:
+    """``epsilon``: LRP-epsilon (0.25) on every convolution, BatchNorm and the classifier."""
+    return _epsilon_everywhere(_or(epsilon, LARGE_EPSILON))
+
+
+def z_composite(low, high, epsilon) -> Composite:
+    """``z``: LRP-0 (epsilon 1e-9) on every convolution, BatchNorm and the classifier."""
+    return _epsilon_everywhere(_or(epsilon, ZERO_EPSILON))
+
+
+def alpha2_beta1_composite(low, high, epsilon) -> Composite:
+    """``alpha2_beta1``: zennit's EpsilonAlpha2Beta1."""
+    return EpsilonAlpha2Beta1(epsilon=_or(epsilon, SMALL_EPSILON))
+
+
+def epsilon_plus_flat_composite(low, high, epsilon) -> Composite:
+    """``epsilon_plus_flat``: zennit's EpsilonPlusFlat."""
+    return EpsilonPlusFlat(epsilon=_or(epsilon, SMALL_EPSILON))
+
+
+def epsilon_gamma_box_composite(low, high, epsilon) -> Composite:
+    """``epsilon_gamma_box``: zennit's EpsilonGammaBox with the input's range and gamma 0.25."""
+    return EpsilonGammaBox(low=low, high=high, epsilon=_or(epsilon, SMALL_EPSILON), gamma=GAMMA)

@@ -1,11 +1,11 @@
 """One entry point for every explanation method, by name.
 
-The names are those of :mod:`chexlib.methods`: each LRP composite (``epsilon_plus_flat``, ...),
-``gradcam`` and ``gradcam_pp`` on the default layer, ``gradcam-<layer>`` /
-``gradcam_pp-<layer>`` on another (:func:`chexlib.methods.cam_method_name`), and the combination
-``lrp_gradcam`` (:mod:`chexlib.explain.combined`). The heatmap store,
-the browser and the comparison use these names, so a method is available everywhere once it is
-listed here.
+The names are those of the registry, :mod:`chexlib.methods`: each LRP composite
+(``epsilon_plus_flat``, ...), ``gradcam`` and ``gradcam_pp`` on the default layer,
+``gradcam-<layer>`` / ``gradcam_pp-<layer>`` on another (:func:`chexlib.methods.cam_method_name`),
+and the combination ``lrp_gradcam`` (:mod:`chexlib.explain.combined`). :func:`explain` calls the
+function the method's entry names; the heatmap store, the browser and the comparison use these
+names, so a method is available everywhere once it is registered there.
 """
 
 from __future__ import annotations
@@ -15,50 +15,20 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from chexlib.errors import ParameterError
-from chexlib.explain.combined import lrp_gradcam
-from chexlib.explain.gradcam import gradcam
-from chexlib.explain.gradcam_pp import gradcam_pp
-from chexlib.explain.lrp import lrp
-from chexlib.methods import CAM_LAYERS, CAM_METHODS, COMBINED_METHODS, LRP_COMPOSITES
+from chexlib.methods import method_names, parse_method, resolve_method
 
-_CAM_FUNCTIONS = {"gradcam": gradcam, "gradcam_pp": gradcam_pp}
-
-
-def method_names(cam_layers: Sequence[str] = (CAM_LAYERS[-1],)) -> list[str]:
-    """Every method name: the LRP composites, then each CAM method on each of ``cam_layers``."""
-    cams = [name if layer == CAM_LAYERS[-1] else f"{name}-{layer}"
-            for name in CAM_METHODS for layer in cam_layers]
-    return [*LRP_COMPOSITES, *cams, *COMBINED_METHODS]
-
-
-def parse_method(method: str) -> tuple[str, str | None]:
-    """``("lrp", composite)`` or ``(cam method, layer)`` for a method name.
-
-    Raises
-    ------
-    ParameterError
-        An unknown name; the message lists the valid ones.
-    """
-    if method in LRP_COMPOSITES:
-        return "lrp", method
-    if method in COMBINED_METHODS:
-        return method, None
-    name, _, layer = str(method).partition("-")
-    if name in CAM_METHODS and (not layer or layer in CAM_LAYERS):
-        return name, layer or CAM_LAYERS[-1]
-    raise ParameterError(
-        f"method={method!r}: unknown explanation method; expected one of "
-        f"{', '.join(method_names())} (a CAM method may name a layer: gradcam-features.denseblock3)")
+__all__ = ["explain", "method_names", "parse_method"]
 
 
 def explain(model: nn.Module, images: torch.Tensor, method: str,
             classes: Sequence[str | int] | str | int | None = None,
             batch_size: int | None = None) -> torch.Tensor:
-    """Maps [B, K, H, W] of the requested classes by the named method (CAM maps rectified)."""
-    kind, detail = parse_method(method)
-    if kind == "lrp":
-        return lrp(model, images, classes, composite=detail, batch_size=batch_size)
-    if kind == "lrp_gradcam":
-        return lrp_gradcam(model, images, classes, batch_size=batch_size)
-    return _CAM_FUNCTIONS[kind](model, images, classes, layer=detail, batch_size=batch_size)
+    """Maps [B, K, H, W] of the requested classes by the named method (CAM maps rectified).
+
+    Raises
+    ------
+    ParameterError
+        An unknown method name (:func:`parse_method`), or what the method's function refuses.
+    """
+    entry, keywords = resolve_method(method)
+    return entry(model, images, classes, batch_size=batch_size, **keywords)

@@ -6,7 +6,8 @@ Layout::
                                                "classes": [...], "height": H, "width": W}
     <run dir>/maps/<method>/<image id>.npy    float16 [C, H, W], C = len(classes)
 
-``<method>`` is an LRP composite or a Grad-CAM variant (a safe file name); ``<image id>`` is
+``<method>`` is a method of the registry (:mod:`chexlib.methods`) or any other safe file name
+(:func:`chexlib.methods.is_safe_name`, the rule every registered name follows); ``<image id>`` is
 CheXlocalize's id of the image (``patient64541_study1_view1_frontal``,
 :func:`chexlib.masks.chexlocalize_image_id`). The classes are the 14 observations in CheXpert
 order unless a subset (still in CheXpert order) is given on a method's first save; every map of a
@@ -42,6 +43,7 @@ import numpy as np
 from chexlib.errors import ChexlibError
 from chexlib.files import atomic_write_bytes, atomic_write_json
 from chexlib.masks import chexlocalize_image_id
+from chexlib.methods import is_safe_name
 from chexlib.observations import OBSERVATIONS
 from chexlib.run import RunFolder
 
@@ -49,7 +51,6 @@ FORMAT = 2  # 2: a checksum trailer after the .npy payload
 _CHECKSUM_TAG = b"\nchexlib-blake2b-128:"
 TRAILER_SIZE = len(_CHECKSUM_TAG) + 32
 FLOAT16_MAX = float(np.finfo(np.float16).max)  # 65504
-_METHOD_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$")
 _IMAGE_ID_PATTERN = re.compile(r"^patient\d+_study\d+_view\d+_(?:frontal|lateral)$")
 
 
@@ -74,8 +75,9 @@ def _trailer(payload: bytes) -> bytes:
 
 
 def check_method(method: str) -> str:
-    """Return ``method`` if it is a safe folder name, else raise :class:`MapStoreError`."""
-    if not isinstance(method, str) or not _METHOD_PATTERN.match(method):
+    """Return ``method`` if it is a safe folder name (:func:`chexlib.methods.is_safe_name`),
+    else raise :class:`MapStoreError`."""
+    if not is_safe_name(method):
         raise MapStoreError(
             f"method name {method!r} is not a safe file name: expected 1-64 characters from "
             "letters, digits, '_', '.', '+', '-', starting with a letter or digit")
@@ -316,7 +318,7 @@ class MapStore:
         if not self.root.is_dir():
             return []
         return sorted(p.name for p in self.root.iterdir()
-                      if _METHOD_PATTERN.match(p.name) and (p / "index.json").is_file())
+                      if is_safe_name(p.name) and (p / "index.json").is_file())
 
     def images(self, method: str) -> list[str]:
         """Image ids with a map file under ``method``, sorted (files are not validated here)."""

@@ -15,12 +15,11 @@ import pandas as pd
 import torch
 from torch import nn
 
-from chexlib.heatmap_quality import localisation
+from chexlib import methods
 from chexlib.explain.dispatch import explain
+from chexlib.heatmap_quality import localisation
+from chexlib.methods import RANDOM
 from chexlib.observations import OBSERVATIONS
-
-#: The baseline "method": a seeded random map per pair, the chance level of every metric.
-RANDOM = "random"
 
 
 def evaluation_pairs(reported, n: int, observations: Sequence[str] = OBSERVATIONS,
@@ -53,12 +52,13 @@ def pair_maps(model: nn.Module, reported, pairs: pd.DataFrame, method: str,
 
     Pairs of one class are explained together, in batches of up to ``batch_size`` images
     (batched backward passes are several times cheaper per image than one image at a time).
-    ``"random"`` gives seeded standard-normal maps (the baseline).
+    A baseline of the registry (``"random"``: seeded standard-normal maps, the chance level) is
+    drawn for all pairs at once with ``seed``, without loading the images.
     """
     size = reported.image_size
-    if method == RANDOM:
-        generator = np.random.default_rng(seed)
-        return generator.standard_normal((len(pairs), size, size)).astype(np.float32)
+    if method in methods.BASELINES:
+        stand_in = torch.empty((len(pairs), 0, size, size))  # a baseline reads only the shape
+        return methods.get(method)(model, stand_in, [0], seed=seed)[:, 0].numpy()
     out = np.empty((len(pairs), size, size), dtype=np.float32)
     for k, group in pairs.groupby("class", sort=True):
         for start in range(0, len(group), batch_size):
