@@ -139,11 +139,11 @@ def describe(readers: dict[str, list[str]] | None = None) -> str:
         allowed = _allowed_text(p)
         read_by = ""
         if readers is not None:
-            read_by = f"{','.join(readers.get(name, [])) or '-':<15} "
+            read_by = f"{','.join(readers.get(name, [])) or '-':<17} "
         rows.append(f"{name:<20} {p.type.__name__:<5} {read_by}{p.default!r:<28} {allowed:<28} "
                     f"{p.help}")
     if readers is not None:
-        rows.insert(0, f"{'name':<20} {'type':<5} {'notebooks':<15} {'default':<28} "
+        rows.insert(0, f"{'name':<20} {'type':<5} {'notebooks':<17} {'default':<28} "
                        f"{'allowed':<28} description")
     return "\n".join(rows)
 
