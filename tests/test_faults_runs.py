@@ -354,7 +354,7 @@ def test_image_cache_damaged_between_notebooks_is_rebuilt(tmp_path, smoke_data, 
 def test_large_image_cache_is_spot_checked_with_its_last_chunk_always(tmp_path, smoke_data,
                                                                       monkeypatch):
     """Above VERIFY_ALL_BYTES an open checks VERIFY_SAMPLE random chunks and the last one."""
-    import chexlib.data.cache as C
+    import chexlib.data.cache.checksums as C
 
     monkeypatch.setattr(C, "DIGEST_ROWS", 4)  # 20 rows: 5 chunks
     labels = read_labels(smoke_data / "valid.csv")
