@@ -6,8 +6,8 @@ import torch
 
 from chexlib.errors import ParameterError
 from chexlib.model import densenet121
+from chexlib.run import RunFolder
 from chexlib.train import (
-    LAST,
     TrainConfig,
     epoch_batches,
     fit,
@@ -114,7 +114,8 @@ def test_two_seeded_runs_are_identical_and_a_finished_run_is_reused(tmp_path):
     assert again.status == "reused"
     retrained = _train(tmp_path, "one", config, retrain=True)
     assert retrained.status == "trained"
-    assert (tmp_path / "one" / f"{LAST}.previous").is_file()  # the earlier run is kept aside
+    last = RunFolder(tmp_path / "one").last_checkpoint
+    assert last.with_name(f"{last.name}.previous").is_file()  # the earlier run is kept aside
 
 
 @pytest.mark.slow
