@@ -38,14 +38,17 @@ import argparse
 import math
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from chexlib.demo import random_batchnorm
 from chexlib.heatmap_quality import region_perturbation
 from chexlib.model import densenet121
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # tests/support.py
+from support import random_batchnorm  # noqa: E402
 
 NUM_CLASSES = 14
 TOLERANCE = 1e-4

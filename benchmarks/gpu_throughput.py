@@ -30,13 +30,17 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 
 import torch
 
-from chexlib.demo import random_batchnorm
+from chexlib.device import amp_dtype, select_device
 from chexlib.explain import explainable_copy, gradcam, lrp
 from chexlib.model import densenet121
-from chexlib.train import amp_dtype, select_device, train_step
+from chexlib.train import train_step
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # tests/support.py
+from support import random_batchnorm  # noqa: E402
 
 NUM_CLASSES = 14
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -28,9 +29,11 @@ from pytorch_grad_cam import GradCAM as ReferenceGradCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
-from chexlib.demo import random_batchnorm
 from chexlib.explain import explainable_copy, gradcam
 from chexlib.model import densenet121
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # tests/support.py
+from support import random_batchnorm  # noqa: E402
 
 NUM_CLASSES = 14
 

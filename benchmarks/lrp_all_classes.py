@@ -24,15 +24,18 @@ import resource
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import torch
 from torch import nn
 from zennit.attribution import Gradient
 
-from chexlib.demo import random_batchnorm
 from chexlib.explain import explainable_copy, lrp
 from chexlib.explain.composites import make_composite
 from chexlib.model import densenet121
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # tests/support.py
+from support import random_batchnorm  # noqa: E402
 
 NUM_CLASSES = 14
 

@@ -1,28 +1,11 @@
 """Checkpoints: one file holds the model and everything needed to resume or reuse it.
 
-A checkpoint is a dict saved with ``torch.save`` and read with ``torch.load(weights_only=True)``:
-only tensors, numbers, strings, None, lists, tuples and dicts, so opening a checkpoint from
-someone else can never run code. Its fields:
-
-=====================  ==========================================================================
-``format``             ``"chexlib-checkpoint"``
-``format_version``     :data:`FORMAT_VERSION`
-``arch``               ``"densenet121"``
-``classes``            list of output names, in logit order
-``image_size``         side of the square input the model was trained on
-``normalization``      ``{"mean": [3 floats], "std": [3 floats]}`` applied to the input
-``uncertainty_policy`` ``"zeros"``, ``"ones"`` or ``"ignore"``
-``model_state``        the model's state dict (CPU tensors)
-``optimizer_state``    ``optimizer.state_dict()`` or None; likewise ``scheduler_state``,
-                       ``scaler_state``
-``epoch``, ``step``    progress counters
-``history``            list of dicts (one per epoch, say)
-``best``               dict describing the best epoch so far, or None
-``config``             dict of the training parameters
-``rng``                :func:`capture_rng_state` dict (from :mod:`chexlib.rng`, re-exported
-                       here), or None
-``chexlib_version``    ``torch_version``: the versions that wrote the file
-=====================  ==========================================================================
+:func:`save_checkpoint` writes one, :func:`load_checkpoint` reads and checks one and
+:func:`model_from_checkpoint` rebuilds its model. The fields and the checks are the format's
+(:mod:`chexlib.checkpoint_format`); files are read with ``torch.load(weights_only=True)``
+(:mod:`chexlib.torchfile`), so opening a checkpoint from someone else can never run code. The
+names of those modules that callers use (:func:`check_checkpoint`, :func:`read_torch_file`,
+:func:`weights_fingerprint`, the rng helpers of :mod:`chexlib.rng` ...) are re-exported here.
 
 Writes are atomic (:func:`chexlib.files.atomic_write_bytes`): a crash mid-save leaves the
 previous checkpoint intact. Before writing, the bytes are read back with ``weights_only=True``, so
@@ -31,12 +14,8 @@ a checkpoint that could not be reopened is never written.
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import io
 import os
-import pickle
-import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -46,27 +25,16 @@ import torch
 from torch import nn
 
 import chexlib
+from chexlib.checkpoint_format import FORMAT, FORMAT_VERSION, check_checkpoint, is_checkpoint
 from chexlib.data.dataset import IMAGENET_MEAN, IMAGENET_STD
-from chexlib.errors import CheckpointError, MissingFileError, ParameterError
+from chexlib.densenet import ARCH, DenseNet121, load_model_state
+from chexlib.errors import CheckpointError, ParameterError
 from chexlib.files import atomic_write_bytes
-from chexlib.model import (
-    ARCH,
-    HEAD_KEYS,
-    DenseNet121,
-    describe_keys,
-    load_model_state,
-    remap_legacy_keys,
-)
+from chexlib.fingerprint import weights_fingerprint
 from chexlib.observations import OBSERVATIONS, UNCERTAINTY_POLICIES
 from chexlib.rng import capture_rng_state, restore_rng_state
+from chexlib.torchfile import read_torch_file
 
-FORMAT = "chexlib-checkpoint"
-FORMAT_VERSION = 1
-REQUIRED_KEYS = (
-    "format", "format_version", "arch", "classes", "image_size", "normalization",
-    "uncertainty_policy", "model_state", "optimizer_state", "scheduler_state", "scaler_state",
-    "epoch", "step", "history", "best", "config", "rng", "chexlib_version", "torch_version",
-)  # fmt: skip
 __all__ = [
     "FORMAT",
     "FORMAT_VERSION",
@@ -78,10 +46,8 @@ __all__ = [
     "read_torch_file",
     "restore_rng_state",
     "save_checkpoint",
+    "weights_fingerprint",
 ]
-UNSAFE_MESSAGE = (
-    "refused: the file contains Python objects other than tensors; loading it could run code"
-)
 
 
 def save_checkpoint(
@@ -235,89 +201,6 @@ def model_from_checkpoint(path: str | os.PathLike, **expect: Any) -> tuple[Dense
     return model.eval(), ckpt
 
 
-def weights_fingerprint(model: nn.Module) -> str:
-    """A short hash of the model's parameters and buffers (names, shapes, dtypes and values).
-
-    Equal for equal weights wherever they live (a copy, another device); different after any
-    training step. The heatmap store records it to tell maps of a retrained model apart.
-    """
-    digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        value = tensor.detach().to("cpu").contiguous().reshape(-1)
-        digest.update(f"{name}:{value.dtype}:{tuple(value.shape)};".encode())
-        digest.update(value.view(torch.uint8).numpy().tobytes() if value.numel() else b"")
-    return digest.hexdigest()[:16]
-
-
-def read_torch_file(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
-    """``torch.load(path, weights_only=True)`` with chexlib's errors.
-
-    Raises
-    ------
-    MissingFileError
-        No such file.
-    CheckpointError
-        The file needs arbitrary unpickling (refused), or is truncated or corrupt.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise MissingFileError(f"{path}: no such checkpoint or weights file")
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as exc:
-        if "Weights only load failed" in str(exc):
-            raise CheckpointError(f"{path}: {UNSAFE_MESSAGE}{_unsafe_detail(exc)}") from exc
-        raise CheckpointError(f"{path}: truncated or corrupt file ({exc})") from exc
-    except OSError:
-        raise  # permissions, disk errors: not the file's content
-    except Exception as exc:  # zip, EOF and storage errors of a damaged file
-        detail = str(exc).split(". ")[0]  # torch's zip errors go on with advice for its devs
-        raise CheckpointError(
-            f"{path}: truncated or corrupt file ({type(exc).__name__}: {detail})"
-        ) from exc
-
-
-def is_checkpoint(obj: Any) -> bool:
-    """Whether a loaded object claims to be a chexlib checkpoint (any format version)."""
-    return isinstance(obj, dict) and obj.get("format") == FORMAT
-
-
-def check_checkpoint(
-    obj: Any,
-    path: Path,
-    *,
-    classes: Sequence[str] | None = OBSERVATIONS,
-    arch: str | None = ARCH,
-    image_size: int | None = None,
-) -> dict:
-    """Check a loaded object is a usable checkpoint (see :func:`load_checkpoint`); return it."""
-    if not is_checkpoint(obj):
-        raise CheckpointError(
-            f"{path}: not a chexlib checkpoint ({_what_it_is(obj)}); expected a chexlib "
-            f"checkpoint (a dict with format={FORMAT!r}, written by "
-            "chexlib.checkpoint.save_checkpoint or chexlib.train.fit)"
-        )
-    version = obj.get("format_version")
-    if version != FORMAT_VERSION:
-        raise CheckpointError(f"{path}: {_version_problem(version)}")
-    missing = [k for k in REQUIRED_KEYS if k not in obj]
-    if missing:
-        raise CheckpointError(f"{path}: incomplete checkpoint, missing {', '.join(missing)}")
-    if arch is not None and obj["arch"] != arch:
-        raise CheckpointError(f"{path}: architecture {obj['arch']!r}, expected {arch!r}")
-    if obj["arch"] == ARCH:
-        _check_model_state(obj["model_state"], len(obj["classes"]), path)
-    if classes is not None and list(obj["classes"]) != list(classes):
-        raise CheckpointError(
-            f"{path}: other classes than expected: {_class_difference(obj['classes'], classes)}"
-        )
-    if image_size is not None and obj["image_size"] != image_size:
-        raise CheckpointError(
-            f"{path}: trained on {obj['image_size']} px images, expected image_size={image_size}"
-        )
-    return obj
-
-
 # ---------------------------------------------------------------- saving helpers
 
 
@@ -429,92 +312,3 @@ def _check_normalization(normalization: Mapping[str, Sequence[float]] | None) ->
             f"normalization={normalization!r}: expected 3 means and 3 positive stds"
         )
     return {"mean": mean, "std": std}
-
-
-# ---------------------------------------------------------------- loading helpers
-
-
-def _unsafe_detail(exc: BaseException) -> str:
-    # torch's message names the refused global (e.g. "GLOBAL builtins.open"); keep just that.
-    found = re.search(r"Unsupported global: GLOBAL [\w.]+|Unsupported operand \d+", str(exc))
-    return f" ({found.group(0)})" if found else ""
-
-
-def _what_it_is(obj: Any) -> str:
-    if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
-        if _is_densenet_state(obj):
-            return "a plain state dict of DenseNet-121 weights; pass it to densenet121(weights=path)"
-        keys = ", ".join(map(str, list(obj)[:3]))
-        return f"a plain state dict of another network than DenseNet-121; its keys: {keys}, ..."
-    if isinstance(obj, dict):
-        keys = ", ".join(map(str, list(obj)[:5]))
-        return f"a dict without format={FORMAT!r}; its keys: {keys or 'none'}"
-    return f"a {type(obj).__name__}"
-
-
-@functools.lru_cache(maxsize=8)
-def _densenet_shapes(num_classes: int) -> dict[str, tuple[int, ...]]:
-    """Parameter and buffer shapes of a DenseNet121 with ``num_classes`` outputs (no memory)."""
-    with torch.random.fork_rng(devices=[]), torch.device("meta"):
-        model = DenseNet121(num_classes=num_classes)
-    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
-
-
-def _is_densenet_state(state: dict) -> bool:
-    """Whether a plain state dict holds DenseNet-121 backbone weights (any classifier)."""
-    own = _densenet_shapes(len(OBSERVATIONS))
-    state = remap_legacy_keys(state)
-    return all(
-        k in state and tuple(state[k].shape) == shape
-        for k, shape in own.items()
-        if k not in HEAD_KEYS and not k.endswith("num_batches_tracked")
-    )
-
-
-def _check_model_state(state: Any, num_classes: int, path: Path) -> None:
-    """A DenseNet-121 checkpoint's ``model_state`` must fit the model it will be loaded into."""
-    if not isinstance(state, dict) or not all(
-        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
-    ):
-        raise CheckpointError(
-            f"{path}: model_state is a {type(state).__name__}, expected a state dict "
-            "(parameter name -> tensor)"
-        )
-    own = _densenet_shapes(num_classes)
-    unexpected = sorted(k for k in state if k not in own)
-    missing = sorted(k for k in own if k not in state)
-    misshapen = sorted(k for k in state if k in own and tuple(state[k].shape) != own[k])
-    if unexpected or missing or misshapen:
-        raise CheckpointError(
-            f"{path}: model_state does not fit a DenseNet-121 with {num_classes} outputs: "
-            + describe_keys(unexpected=unexpected, missing=missing, wrong_shape=misshapen)
-        )
-
-
-def _version_problem(version: Any) -> str:
-    if isinstance(version, int) and not isinstance(version, bool):
-        if version > FORMAT_VERSION:
-            return (
-                f"format_version {version} is newer than this chexlib supports "
-                f"({FORMAT_VERSION}); upgrade chexlib to read it"
-            )
-        return (
-            f"format_version {version} is older than this chexlib supports ({FORMAT_VERSION}); "
-            "re-create the checkpoint"
-        )
-    return f"format_version {version!r} is not an integer; expected {FORMAT_VERSION}"
-
-
-def _class_difference(found: Sequence[str], expected: Sequence[str]) -> str:
-    found, expected = list(found), list(expected)
-    extra = [c for c in found if c not in expected]
-    absent = [c for c in expected if c not in found]
-    if extra or absent:
-        return f"in the file but not expected: {extra}; expected but not in the file: {absent}"
-    if len(found) != len(expected):
-        return f"{len(found)} classes in the file (repeated names), expected {len(expected)}"
-    i = next(i for i, (a, b) in enumerate(zip(found, expected)) if a != b)
-    return (
-        f"same classes in another order: position {i} is {found[i]!r} in the file, "
-        f"{expected[i]!r} expected"
-    )

@@ -61,38 +61,3 @@ def make_demo_run(data_root: str | os.PathLike, run_dir: str | os.PathLike, n_va
                        "device": "cpu", "seed": seed}, source="make_demo_run")
     run.write_params(params)
     return probs, outcomes
-
-
-@torch.no_grad()
-def random_batchnorm(model: torch.nn.Module, generator: torch.Generator, *, scale: bool = True,
-                     negative_share: float = 0.0, shift: bool = True) -> torch.nn.Module:
-    """Give every BatchNorm of ``model`` random running statistics and affine parameters.
-
-    A freshly initialised network has trivial BatchNorms (mean 0, variance 1, scale 1, shift 0),
-    which hide the errors explanation methods make on trained ones; tests and benchmarks use
-    this instead. Per BatchNorm, drawn from ``generator`` in this order: running mean
-    (N(0, 0.2^2)), running variance (U(0.5, 2)); with ``negative_share > 0`` a sign per channel
-    (negative with that probability); with ``scale`` the scale (U(0.5, 1.5), signed); with
-    ``shift`` the shift (N(0, 0.2^2)), else the shift that makes BatchNorm(0) = 0.
-
-    Returns
-    -------
-    the model, modified in place
-    """
-    for bn in model.modules():
-        if not isinstance(bn, torch.nn.BatchNorm2d):
-            continue
-        n = bn.num_features
-        bn.running_mean.copy_(torch.randn(n, generator=generator) * 0.2)
-        bn.running_var.copy_(torch.rand(n, generator=generator) * 1.5 + 0.5)
-        if negative_share > 0:
-            sign = torch.where(torch.rand(n, generator=generator) < negative_share, -1.0, 1.0)
-        else:
-            sign = torch.ones(n)
-        if scale:
-            bn.weight.copy_(sign * (torch.rand(n, generator=generator) + 0.5))
-        if shift:
-            bn.bias.copy_(torch.randn(n, generator=generator) * 0.2)
-        else:
-            bn.bias.copy_(bn.weight * bn.running_mean / torch.sqrt(bn.running_var + bn.eps))
-    return model

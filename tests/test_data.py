@@ -35,7 +35,8 @@ from chexlib.data import (
     resolve_image_path,
     split_frame,
 )
-from chexlib.data import cache as cache_module
+from chexlib.data.cache import decode as cache_decode
+from chexlib.data.cache import journal as cache_journal
 from chexlib.errors import (
     ImageFileError,
     LabelFileError,
@@ -444,7 +445,7 @@ def test_cache_damage_detected_and_rebuilt(root, tmp_path, damage):
 
 def test_killed_build_not_read_as_valid(root, tmp_path, monkeypatch):
     calls = {"n": 0}
-    real = cache_module.load_grayscale
+    real = cache_decode.load_grayscale
 
     def dies_on_third(path, size):
         calls["n"] += 1
@@ -452,7 +453,7 @@ def test_killed_build_not_read_as_valid(root, tmp_path, monkeypatch):
             raise KeyboardInterrupt  # like Ctrl-C in a notebook
         return real(path, size)
 
-    monkeypatch.setattr(cache_module, "load_grayscale", dies_on_third)
+    monkeypatch.setattr(cache_decode, "load_grayscale", dies_on_third)
     with pytest.raises(KeyboardInterrupt):
         _open(root, tmp_path)
     # Only the resumable partial build is left: nothing that could look complete.
@@ -530,14 +531,14 @@ class _Decoder:
 
 def _decoder(monkeypatch, fail_at=None):
     decoder = _Decoder(fail_at)
-    monkeypatch.setattr(cache_module, "load_grayscale", decoder)
+    monkeypatch.setattr(cache_decode, "load_grayscale", decoder)
     return decoder
 
 
 @pytest.fixture
 def root12(tmp_path, monkeypatch):
     """12 images, cached in chunks of 3 rows: [0, 3), [3, 6), [6, 9), [9, 12)."""
-    monkeypatch.setattr(cache_module, "CHUNK_ROWS", 3)
+    monkeypatch.setattr(cache_journal, "CHUNK_ROWS", 3)
     return make_folder(tmp_path, n_patients=6)
 
 
@@ -698,14 +699,14 @@ def test_cache_lock_two_processes_build_once(tmp_path):
 _BUILDER = """
 import sys, time
 from chexlib.data import ImageCache, read_labels
-from chexlib.data import cache as c
+from chexlib.data.cache import decode, journal
 root, cache_dir, delay, chunk_rows, sync = sys.argv[1:]
-c.CHUNK_ROWS = int(chunk_rows)
-real = c.load_grayscale
+journal.CHUNK_ROWS = int(chunk_rows)
+real = decode.load_grayscale
 def slow(path, size):
     time.sleep(float(delay))
     return real(path, size)
-c.load_grayscale = slow
+decode.load_grayscale = slow
 labels = read_labels(root + "/train.csv")
 if sync == "sync":
     print("ready", flush=True)

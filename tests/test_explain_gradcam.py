@@ -15,10 +15,10 @@ from pytorch_grad_cam import GradCAM as ReferenceGradCAM
 from pytorch_grad_cam import GradCAMPlusPlus as ReferenceGradCAMPlusPlus
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-from chexlib.demo import random_batchnorm
 from chexlib.explain import explainable_copy, gradcam, gradcam_pp, layer_names
 from chexlib.model import densenet121
 from chexlib.observations import OBSERVATIONS
+from support import random_batchnorm
 
 SIZE, BATCH = 64, 2
 

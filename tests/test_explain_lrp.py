@@ -17,12 +17,12 @@ import torch
 from torch import nn
 from zennit.attribution import Gradient
 
-from chexlib.demo import random_batchnorm
 from chexlib.explain import LRP_COMPOSITES, explainable_copy, lrp, lrp_composites
 from chexlib.explain.composites import SMALL_EPSILON, make_composite
 from chexlib.explain.conservation import batchnorm_shift_share, conservation_table
 from chexlib.model import densenet121
 from chexlib.observations import OBSERVATIONS
+from support import random_batchnorm
 
 SIZE, BATCH = 64, 2
 # Composites whose epsilon is large on purpose: they absorb relevance by design.

@@ -35,7 +35,8 @@ from chexlib.checkpoint import (
 from chexlib.errors import CheckpointError
 from chexlib.model import DenseNet121, densenet121
 from chexlib.observations import OBSERVATIONS
-from chexlib.train import LAST, TrainConfig, fit, predict
+from chexlib.run import RunFolder
+from chexlib.train import TrainConfig, fit, predict
 
 SIZE = 32
 CONFIG = TrainConfig(epochs=1, batch_size=4, lr=1e-3, seed=0, image_size=SIZE, weights="none")
@@ -88,7 +89,7 @@ def _resume(tmp_path: Path, bad: Path):
     """Put ``bad`` where fit looks for its resume point; run one step; return (result, log)."""
     out = tmp_path / "run"
     out.mkdir()
-    (out / LAST).write_bytes(bad.read_bytes())
+    RunFolder(out).last_checkpoint.write_bytes(bad.read_bytes())
     lines: list[str] = []
     torch.manual_seed(0)
     result = fit(DenseNet121(), Tiny(), Tiny(seed=1), CONFIG, out, device="cpu", progress=False,
@@ -117,12 +118,14 @@ def _check_refused_everywhere(tmp_path, bad: Path, expected: str, weights_expect
 
     result, log = _resume(tmp_path, bad)
     out = tmp_path / "run"
+    last = RunFolder(out).last_checkpoint
     assert result.status == "interrupted"  # trained afresh for one step, not "resumed"
     assert "resuming from" not in log
-    assert re.search(r"not resuming: " + re.escape(str(out / LAST)) + ": .*" + expected, log), log
+    assert re.search(r"not resuming: " + re.escape(str(last)) + ": .*" + expected, log), log
     assert f"previous checkpoints kept as *.previous in {out}" in log
-    assert (out / f"{LAST}.previous").read_bytes() == before  # the refused file is kept
-    assert load_checkpoint(out / LAST, image_size=SIZE)["step"] == 1  # a fresh resume point
+    # The refused file is kept.
+    assert last.with_name(f"{last.name}.previous").read_bytes() == before
+    assert load_checkpoint(last, image_size=SIZE)["step"] == 1  # a fresh resume point
 
 
 # ------------------------------------------------------------------------------ checkpoints
@@ -390,12 +393,13 @@ OOM = "CUDA out of memory. Tried to allocate 2.00 GiB"
 def test_out_of_memory_in_a_training_step_stops_with_advice_and_keeps_the_resume_point(
         tmp_path, monkeypatch):
     out = tmp_path / "run"
+    last = RunFolder(out).last_checkpoint
     torch.manual_seed(0)
     first = fit(DenseNet121(), Tiny(), Tiny(seed=1), CONFIG, out, device="cpu", progress=False,
                 max_steps=1, log=lambda s: None)
     assert first.status == "interrupted"
     files = {p.name: p.read_bytes() for p in out.iterdir()}
-    assert set(files) == {LAST}
+    assert set(files) == {last.name}
 
     def no_memory(*args, **kwargs):
         raise torch.cuda.OutOfMemoryError(OOM)
@@ -412,11 +416,11 @@ def test_out_of_memory_in_a_training_step_stops_with_advice_and_keeps_the_resume
            f"({OOM})" in message
     assert "use a smaller batch_size, e.g. -p batch_size 2" in message
     assert "and precision auto (mixed precision on CUDA; this run uses fp32)" in message
-    assert f"the resume point {out / LAST} is intact (epoch 1, step 1)" in message
+    assert f"the resume point {last} is intact (epoch 1, step 1)" in message
     assert "resuming from" in "\n".join(lines)
     # Nothing was written or half-written: same files, same bytes, and the resume point loads.
     assert {p.name: p.read_bytes() for p in out.iterdir()} == files
-    assert load_checkpoint(out / LAST, image_size=SIZE)["step"] == 1
+    assert load_checkpoint(last, image_size=SIZE)["step"] == 1
 
 
 def test_out_of_memory_in_predict_stops_with_advice(monkeypatch):

@@ -52,12 +52,12 @@ TRAIN = """
 import sys, torch
 sys.path.insert(0, TESTS)
 torch.set_num_threads(1)
-from test_train import TensorDataset, _config
+from support import TensorDataset, train_config
 from chexlib.model import densenet121
 from chexlib.train import fit
 torch.manual_seed(0)
 fit(densenet121(num_classes=14, weights="none"), TensorDataset(), TensorDataset(n=8, seed=1),
-    _config(epochs=3), OUT, device="cpu", progress=False, checkpoint_every=1, log=print)
+    train_config(epochs=3), OUT, device="cpu", progress=False, checkpoint_every=1, log=print)
 """
 
 
@@ -88,15 +88,15 @@ def _kill(child: subprocess.Popen) -> None:
 
 def _train_in_process(out: Path):
     sys.path.insert(0, str(TESTS))
-    from test_train import TensorDataset, _config
+    from support import TensorDataset, train_config
 
     from chexlib.model import densenet121
     from chexlib.train import fit
 
     torch.manual_seed(0)
     return fit(densenet121(num_classes=14, weights="none"), TensorDataset(),
-               TensorDataset(n=8, seed=1), _config(epochs=3), out, device="cpu", progress=False,
-               checkpoint_every=1, log=lambda s: None)
+               TensorDataset(n=8, seed=1), train_config(epochs=3), out, device="cpu",
+               progress=False, checkpoint_every=1, log=lambda s: None)
 
 
 def _weights(path: Path) -> dict:
@@ -354,7 +354,7 @@ def test_image_cache_damaged_between_notebooks_is_rebuilt(tmp_path, smoke_data, 
 def test_large_image_cache_is_spot_checked_with_its_last_chunk_always(tmp_path, smoke_data,
                                                                       monkeypatch):
     """Above VERIFY_ALL_BYTES an open checks VERIFY_SAMPLE random chunks and the last one."""
-    import chexlib.data.cache as C
+    import chexlib.data.cache.checksums as C
 
     monkeypatch.setattr(C, "DIGEST_ROWS", 4)  # 20 rows: 5 chunks
     labels = read_labels(smoke_data / "valid.csv")

@@ -6,8 +6,8 @@ import torch
 
 from chexlib.errors import ParameterError
 from chexlib.model import densenet121
+from chexlib.run import RunFolder
 from chexlib.train import (
-    LAST,
     TrainConfig,
     epoch_batches,
     fit,
@@ -15,31 +15,7 @@ from chexlib.train import (
     positive_weights,
     select_device,
 )
-
-
-class TensorDataset(torch.utils.data.Dataset):
-    """Random images with learnable labels: a class is positive when its channel patch is bright."""
-
-    def __init__(self, n=20, size=32, seed=0, classes=14):
-        g = torch.Generator().manual_seed(seed)
-        self.images = torch.randn(n, 3, size, size, generator=g)
-        self.targets = (torch.rand(n, classes, generator=g) < 0.4).float().numpy()
-        self.targets[0], self.targets[1] = 1.0, 0.0  # both labels present in every class
-        self.masks = np.ones_like(self.targets)
-        self.masks[2, :3] = 0.0  # some entries ignored, as under U-Ignore
-        for i in range(n):
-            self.images[i, 0, :4, :14] += torch.as_tensor(self.targets[i]).repeat_interleave(1)[:14]
-
-    def __len__(self):
-        return len(self.images)
-
-    def __getitem__(self, i):
-        return self.images[i], torch.as_tensor(self.targets[i]), torch.as_tensor(self.masks[i]), i
-
-
-def _config(**over):
-    base = dict(epochs=2, batch_size=4, lr=1e-3, seed=1, image_size=32, weights="none")
-    return TrainConfig(**{**base, **over})
+from support import TensorDataset, train_config
 
 
 def _weights(path):
@@ -87,7 +63,7 @@ def test_epoch_batches_are_a_seeded_permutation():
 
 @pytest.mark.slow
 def test_resumed_training_ends_with_the_same_weights(tmp_path):
-    config = _config()
+    config = train_config()
     full = _train(tmp_path, "full", config)
     assert full.status == "trained" and len(full.history) == 2
     part = _train(tmp_path, "part", config, max_steps=3)  # interrupted mid-epoch 1
@@ -105,7 +81,7 @@ def test_resumed_training_ends_with_the_same_weights(tmp_path):
 
 @pytest.mark.slow
 def test_two_seeded_runs_are_identical_and_a_finished_run_is_reused(tmp_path):
-    config = _config(epochs=1)
+    config = train_config(epochs=1)
     one, two = _train(tmp_path, "one", config), _train(tmp_path, "two", config)
     np.testing.assert_array_equal(one.history.to_numpy(), two.history.to_numpy())
     a, b = _weights(one.best_path), _weights(two.best_path)
@@ -114,13 +90,14 @@ def test_two_seeded_runs_are_identical_and_a_finished_run_is_reused(tmp_path):
     assert again.status == "reused"
     retrained = _train(tmp_path, "one", config, retrain=True)
     assert retrained.status == "trained"
-    assert (tmp_path / "one" / f"{LAST}.previous").is_file()  # the earlier run is kept aside
+    last = RunFolder(tmp_path / "one").last_checkpoint
+    assert last.with_name(f"{last.name}.previous").is_file()  # the earlier run is kept aside
 
 
 @pytest.mark.slow
 def test_another_configuration_trains_afresh_and_keeps_the_old_checkpoint(tmp_path):
-    _train(tmp_path, "run", _config(epochs=1))
-    other = _train(tmp_path, "run", _config(epochs=1, lr=5e-4))
+    _train(tmp_path, "run", train_config(epochs=1))
+    other = _train(tmp_path, "run", train_config(epochs=1, lr=5e-4))
     assert other.status == "trained"
     old = torch.load(tmp_path / "run" / "checkpoint.pt.previous", weights_only=True)
     assert old["config"]["lr"] == 1e-3
@@ -156,8 +133,9 @@ def test_auto_weights_without_network_warns_and_still_trains(tmp_path, monkeypat
     with pytest.warns(UserWarning, match="TRAINS FROM SCRATCH.*densenet121-a639ec97.pth"):
         model = densenet121(num_classes=14, weights="auto")
     assert model.weights_source.startswith("scratch")
-    result = fit(model, TensorDataset(), TensorDataset(n=8, seed=1), _config(epochs=1, weights="auto"),
-                 tmp_path / "run", device="cpu", progress=False, log=lambda s: None)
+    result = fit(model, TensorDataset(), TensorDataset(n=8, seed=1),
+                 train_config(epochs=1, weights="auto"), tmp_path / "run", device="cpu",
+                 progress=False, log=lambda s: None)
     assert result.status == "trained" and np.isfinite(result.history["val_auroc"]).all()
 
 
@@ -168,7 +146,7 @@ def test_early_stopping_and_plateau_schedule_follow_validation_auroc(tmp_path, m
     scores = iter([0.6, 0.7, 0.65, 0.64, 0.63])
     monkeypatch.setattr(T, "_validate", lambda *a, **k: {"val_loss": 0.5, "val_auroc": next(scores)})
     tiny = TensorDataset(n=6)
-    stopped = fit(densenet121(num_classes=14), tiny, tiny, _config(epochs=5, early_stopping=2),
+    stopped = fit(densenet121(num_classes=14), tiny, tiny, train_config(epochs=5, early_stopping=2),
                   tmp_path / "es", device="cpu", progress=False, log=lambda s: None)
     assert stopped.history["epoch"].tolist() == [1, 2, 3, 4]  # best at 2, two epochs without gain
     best = torch.load(stopped.best_path, weights_only=True)
@@ -176,7 +154,8 @@ def test_early_stopping_and_plateau_schedule_follow_validation_auroc(tmp_path, m
 
     scores = iter([0.6, 0.7, 0.65, 0.64, 0.63])
     monkeypatch.setattr(T, "_validate", lambda *a, **k: {"val_loss": 0.5, "val_auroc": next(scores)})
-    plateau = fit(densenet121(num_classes=14), tiny, tiny, _config(epochs=5, lr_schedule="plateau"),
+    plateau = fit(densenet121(num_classes=14), tiny, tiny,
+                  train_config(epochs=5, lr_schedule="plateau"),
                   tmp_path / "lr", device="cpu", progress=False, log=lambda s: None)
     # ReduceLROnPlateau(patience=1) cuts the rate by 10 after the second epoch without gain (4).
     np.testing.assert_allclose(plateau.history["lr"], [1e-3, 1e-3, 1e-3, 1e-3, 1e-4])

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from chexlib import params as P
 from chexlib.errors import ChexlibError
+from chexlib.run import RunFolder
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -51,10 +52,8 @@ def _rank0_first(context, build: Callable):
 def _logger(run_dir: Path, is_main: bool) -> Callable[[str], None]:
     if not is_main:
         return lambda *args, **kwargs: None
-    from chexlib.train.launch import LOG_FILE
-
     run_dir.mkdir(parents=True, exist_ok=True)
-    log_file = run_dir / LOG_FILE
+    log_file = RunFolder(run_dir).train_log
 
     def log(message: str) -> None:
         print(message, flush=True)

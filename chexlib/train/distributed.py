@@ -7,7 +7,7 @@ those variables it returns the single-process context and nothing is initialised
 training code runs in a notebook, in ``python -m chexlib.train`` and under ``torchrun``.
 
 Batches: :class:`ShardedBatchSampler` splits each *global* mini-batch of
-:func:`chexlib.train.loop.epoch_batches` between the ranks. The global batches do not depend on
+:func:`chexlib.train.steps.epoch_batches` between the ranks. The global batches do not depend on
 the number of processes, so ``batch_size`` keeps its meaning (the study's 16 images per step) and
 a run can resume at any step. torch's ``DistributedSampler`` would instead draw a different order
 per world size, pad the data to a multiple of it and cannot start mid-epoch.
@@ -25,6 +25,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import Sampler
 
+from chexlib.device import select_device
 from chexlib.errors import ParameterError
 
 #: How long a rank waits for the others (rank 0 validates alone after each epoch).
@@ -97,8 +98,6 @@ def init_from_env(device: str = "auto") -> tuple[DistContext, torch.device]:
     -------
     DistContext, torch.device
     """
-    from chexlib.train.loop import select_device
-
     chosen = select_device(device)
     if not launched_by_torchrun():
         return DistContext(), chosen
@@ -142,7 +141,7 @@ class ShardedBatchSampler(Sampler[list[int]]):
     Parameters
     ----------
     batches : list of list of int
-        The epoch's global batches (:func:`chexlib.train.loop.epoch_batches`).
+        The epoch's global batches (:func:`chexlib.train.steps.epoch_batches`).
     rank, world_size : int
     start : int
         First step to serve (to resume mid-epoch).

@@ -26,12 +26,12 @@ import yaml
 
 from chexlib.errors import ChexlibError, ParameterError
 from chexlib.files import atomic_write_bytes, atomic_write_json
+from chexlib.run import RunFolder
+from chexlib.train.config import TrainConfig, TrainResult
 from chexlib.train.distributed import DistContext
-from chexlib.train.loop import BEST, HISTORY, LAST, TrainConfig, TrainResult, fit
+from chexlib.train.loop import fit
 
 PARAMS_FILE = "train_params.yaml"
-RESULT_FILE = "train_result.json"
-LOG_FILE = "train.log"
 
 
 class TrainingFailed(ChexlibError, RuntimeError):
@@ -133,7 +133,7 @@ def train_with_torchrun(params: dict[str, Any], run_dir: Path, processes: int | 
 
 def write_result(run_dir: Path, result: TrainResult) -> Path:
     """Record what a torchrun job did, for :func:`read_result` (rank 0 only)."""
-    return atomic_write_json(run_dir / RESULT_FILE, {
+    return atomic_write_json(RunFolder(run_dir).train_result, {
         "status": result.status, "seconds": result.seconds,
         "images_per_second": result.images_per_second, "notes": result.notes,
     }, indent=1)
@@ -141,14 +141,15 @@ def write_result(run_dir: Path, result: TrainResult) -> Path:
 
 def read_result(run_dir: Path) -> TrainResult:
     """The :class:`TrainResult` of a finished torchrun job in ``run_dir``."""
-    path = run_dir / RESULT_FILE
+    run = RunFolder(run_dir)
+    path = run.train_result
     try:
         info = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
         raise TrainingFailed(f"{path} is missing or unreadable ({err}); the job did not finish") from err
-    history = pd.read_csv(run_dir / HISTORY) if (run_dir / HISTORY).is_file() else pd.DataFrame()
-    return TrainResult(run_dir / BEST, run_dir / LAST, history, info["status"], info["seconds"],
-                       info["images_per_second"], info["notes"])
+    history = pd.read_csv(run.history) if run.history.is_file() else pd.DataFrame()
+    return TrainResult(run.checkpoint, run.last_checkpoint, history, info["status"],
+                       info["seconds"], info["images_per_second"], info["notes"])
 
 
 def run_training(params: dict[str, Any], model, train_ds, val_ds, run_dir: Path,

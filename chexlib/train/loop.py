@@ -14,16 +14,17 @@ Files written into the output folder (atomically):
 Determinism: the order of the training images in epoch ``e`` is a permutation drawn from its own
 generator seeded with ``(seed, e)``, so a run resumed at any step sees the same batches as an
 uninterrupted one, and on the CPU ends with the same weights.
+
+The loop's parts live beside it: the configuration and result (:mod:`chexlib.train.config`), the
+batches, loss and step (:mod:`chexlib.train.steps`), prediction (:mod:`chexlib.train.prediction`),
+resume points (:mod:`chexlib.train.resume`), devices and precision (:mod:`chexlib.device`).
 """
 
 from __future__ import annotations
 
 import math
-import re
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -31,180 +32,19 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from chexlib.checkpoint import (
-    capture_rng_state,
-    load_checkpoint,
-    restore_rng_state,
-    save_checkpoint,
-)
-from chexlib.data.dataset import IMAGENET_MEAN, IMAGENET_STD
-from chexlib.errors import CheckpointError, OutOfMemoryError, ParameterError
-from chexlib.files import atomic_write_text, remove_stale_temps
+from chexlib.checkpoint import restore_rng_state
+from chexlib.device import amp_dtype, select_device, to_device
+from chexlib.errors import ParameterError
+from chexlib.files import atomic_write_text
 from chexlib.metrics import auroc
-from chexlib.observations import OBSERVATIONS
-from chexlib.params import SCHEMA
 from chexlib.progress import progress_bar
+from chexlib.run import RunFolder
+from chexlib.train.config import TrainConfig, TrainResult
 from chexlib.train.distributed import DistContext, ShardedBatchSampler
-
-BEST = "checkpoint.pt"
-LAST = "checkpoint_last.pt"
-HISTORY = "history.csv"
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Everything that determines the trained weights (it is stored in each checkpoint)."""
-
-    epochs: int = 3
-    batch_size: int = 16
-    lr: float = 1e-4
-    seed: int = 0
-    uncertainty_policy: str = "zeros"
-    image_size: int = 128
-    weights: str = "auto"
-    pos_weight: bool = False
-    lr_schedule: str = "none"
-    early_stopping: int = 0
-    classes: tuple[str, ...] = OBSERVATIONS
-
-    @classmethod
-    def from_params(cls, params: dict[str, Any]) -> TrainConfig:
-        """The training configuration of a notebook parameter set."""
-        names = {f for f in cls.__dataclass_fields__ if f != "classes"}
-        return cls(**{k: params[k] for k in names})
-
-    def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["classes"] = list(self.classes)
-        return out
-
-
-@dataclass
-class TrainResult:
-    """What :func:`fit` did and where the results are."""
-
-    best_path: Path
-    last_path: Path
-    history: pd.DataFrame
-    status: str  # "trained", "resumed" or "reused"
-    seconds: float = 0.0
-    images_per_second: float = math.nan
-    notes: list[str] = field(default_factory=list)
-
-
-def select_device(name: str = "auto") -> torch.device:
-    """``auto`` picks CUDA, then Apple MPS, then the CPU; other names are checked."""
-    available = {
-        "cuda": torch.cuda.is_available(),
-        "mps": getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available(),
-        "cpu": True,
-    }
-    if name == "auto":
-        return torch.device(next(k for k in ("cuda", "mps", "cpu") if available[k]))
-    if name not in available:
-        raise ParameterError(f"device {name!r} is unknown; expected auto, cpu, cuda or mps")
-    if not available[name]:
-        raise ParameterError(f"device {name!r} is not available on this machine; use auto or cpu")
-    return torch.device(name)
-
-
-def epoch_batches(n: int, batch_size: int, seed: int, epoch: int,
-                  min_size: int = 2) -> list[list[int]]:
-    """The mini-batches of one epoch: positions 0..n-1 in an order fixed by ``(seed, epoch)``.
-
-    A last batch smaller than ``min_size`` is dropped: BatchNorm cannot normalise one sample in
-    training mode (with ``P`` processes each needs two, so training passes ``min_size = 2P``).
-    """
-    generator = torch.Generator().manual_seed(int(seed) * 1_000_003 + int(epoch))
-    order = torch.randperm(n, generator=generator).tolist()
-    batches = [order[i:i + batch_size] for i in range(0, n, batch_size)]
-    if batches and len(batches[-1]) < min_size and len(batches) > 1:
-        batches.pop()
-    return batches
-
-
-def positive_weights(targets: np.ndarray, masks: np.ndarray, cap: float = 100.0) -> torch.Tensor:
-    """Per-class ``negatives / positives`` among the entries that count, capped (for rare classes)."""
-    pos = (targets * masks).sum(axis=0)
-    neg = ((1 - targets) * masks).sum(axis=0)
-    ratio = np.where(pos > 0, neg / np.maximum(pos, 1), 1.0)
-    return torch.tensor(np.clip(ratio, 1.0, cap), dtype=torch.float32)
-
-
-def masked_bce(logits: torch.Tensor, targets: torch.Tensor, masks: torch.Tensor,
-               pos_weight: torch.Tensor | None = None,
-               denominator: torch.Tensor | None = None) -> torch.Tensor:
-    """Binary cross-entropy on logits, averaged over the entries whose mask is 1.
-
-    ``denominator`` replaces ``masks.sum()``: a process holding part of a global batch divides
-    by the global batch's count, so that the sum over the processes is the global mean.
-    """
-    loss = nn.functional.binary_cross_entropy_with_logits(
-        logits, targets, reduction="none", pos_weight=pos_weight)
-    if denominator is None:
-        denominator = masks.sum()
-    return (loss * masks).sum() / denominator.clamp_min(1.0)
-
-
-#: Values of the ``precision`` parameter.
-PRECISIONS: tuple[str, ...] = SCHEMA["precision"].choices
-
-
-def amp_dtype(device: torch.device, precision: str = "auto") -> torch.dtype | None:
-    """The autocast dtype of a device and ``precision``; None means plain float32.
-
-    ``auto`` is bf16 on CUDA cards that support it (no loss scaling needed), fp16 with a gradient
-    scaler on older cards, and float32 elsewhere: CPU autocast speeds up little and MPS's is
-    partial.
-    """
-    if precision not in PRECISIONS:
-        raise ParameterError(f"precision {precision!r} is unknown; expected one of {PRECISIONS}")
-    if precision == "fp32":
-        return None
-    if device.type != "cuda":
-        if precision == "auto":
-            return None
-        raise ParameterError(f"precision {precision!r} needs a CUDA device; this run uses {device}")
-    if precision == "auto":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if precision == "bf16" and not torch.cuda.is_bf16_supported():
-        raise ParameterError("precision 'bf16' is not supported by this GPU; use fp16 or auto")
-    return torch.bfloat16 if precision == "bf16" else torch.float16
-
-
-def to_device(images: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """Move a batch of images; channels-last on CUDA, where cuDNN's convolutions prefer it."""
-    images = images.to(device, non_blocking=True)
-    if device.type == "cuda":
-        images = images.contiguous(memory_format=torch.channels_last)
-    return images
-
-
-@torch.no_grad()
-def predict(model: nn.Module, dataset: Dataset, batch_size: int = 64,
-            device: torch.device | str = "cpu", num_workers: int = 0,
-            progress: bool = False, precision: str = "auto") -> tuple[np.ndarray, np.ndarray]:
-    """Logits and probabilities of every item of a dataset.
-
-    Returns
-    -------
-    logits, probs : ndarray float32, shape [N, C]
-        In dataset order.
-    """
-    device = torch.device(device)
-    model.eval().to(device)
-    amp = amp_dtype(device, precision)
-    out = []
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
-    for images, *_ in progress_bar(loader, desc="predicting", disable=not progress, leave=False):
-        try:
-            with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-                out.append(model(to_device(images, device)).float().cpu())
-        except torch.cuda.OutOfMemoryError as exc:
-            raise _out_of_memory("prediction", exc, len(images), batch_size, precision,
-                                 how="batch_size={}") from exc
-    logits = torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
-    return logits, 1.0 / (1.0 + np.exp(-logits))
+from chexlib.train.out_of_memory import _out_of_memory
+from chexlib.train.prediction import predict
+from chexlib.train.resume import _resume_point, _save
+from chexlib.train.steps import epoch_batches, masked_bce, positive_weights, train_step
 
 
 def _validate(model, dataset, config, device, num_workers, precision) -> dict[str, float]:
@@ -218,32 +58,6 @@ def _validate(model, dataset, config, device, num_workers, precision) -> dict[st
     return {"val_loss": loss, "val_auroc": mean}
 
 
-def train_step(net: nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor,
-               targets: torch.Tensor, masks: torch.Tensor, *, amp: torch.dtype | None = None,
-               scaler: torch.amp.GradScaler | None = None, pos_weight: torch.Tensor | None = None,
-               denominator: torch.Tensor | None = None, world_size: int = 1) -> float:
-    """One optimisation step; returns this process's share of the batch's mean loss.
-
-    Under DDP, which averages gradients over the ``world_size`` processes, each process's loss is
-    its images' masked sum over the *global* batch's ``denominator``, times ``world_size``: the
-    averaged gradient is then the gradient of the global batch's mean loss, whatever the split.
-    """
-    device = images.device
-    with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-        logits = net(images)
-    share = masked_bce(logits.float(), targets, masks, pos_weight, denominator)
-    loss = share * world_size if world_size != 1 else share
-    optimizer.zero_grad(set_to_none=True)
-    if scaler is not None:
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-    else:
-        loss.backward()
-        optimizer.step()
-    return share.item()
-
-
 def _new_state(model, config, train_ds, device, amp):
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, betas=(0.9, 0.999))
     scheduler = None
@@ -253,61 +67,6 @@ def _new_state(model, config, train_ds, device, amp):
     scaler = torch.amp.GradScaler("cuda") if amp == torch.float16 else None
     pos_weight = positive_weights(train_ds.targets, train_ds.masks).to(device) if config.pos_weight else None
     return optimizer, scheduler, scaler, pos_weight
-
-
-def _save(path, model, config, optimizer, scheduler, scaler, epoch, step, history, best):
-    return save_checkpoint(
-        path, model, classes=list(config.classes), image_size=config.image_size,
-        uncertainty_policy=config.uncertainty_policy,
-        normalization={"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)},
-        optimizer=optimizer, scheduler=scheduler, scaler=scaler, epoch=epoch, step=step,
-        history=history, best=best, config=config.to_dict(), rng=capture_rng_state(),
-    )
-
-
-#: What a resume point must hold besides the weights.
-_TRAINING_STATE = ("optimizer_state", "rng", "best", "history", "epoch", "step", "config")
-
-
-def _resume_point(out_dir: Path, config: TrainConfig, retrain: bool,
-                  context: DistContext) -> tuple[dict | None, list[str]]:
-    """The last checkpoint to continue from, if it belongs to this configuration.
-
-    Every rank reads the same file and reaches the same decision; only rank 0 moves old files.
-    """
-    last = out_dir / LAST
-    notes: list[str] = []
-    state = None
-    if last.exists():
-        try:
-            state = load_checkpoint(last, classes=config.classes, image_size=config.image_size)
-        except CheckpointError as err:
-            notes.append(f"not resuming: {err}")
-        missing = [k for k in _TRAINING_STATE if state is not None and state.get(k) is None]
-        if missing:
-            notes.append(f"not resuming: {last} holds no training state ({', '.join(missing)} "
-                         "missing: saved for inference, not by fit)")
-            state = None
-        if state is not None and state.get("config") != config.to_dict():
-            notes.append("not resuming: the checkpoint was trained with another configuration")
-            state = None
-        if retrain and state is not None:
-            notes.append("retraining as asked (retrain=True)")
-            state = None
-    context.barrier()  # every rank has read the file before rank 0 may move it
-    if context.is_main:
-        for name in (BEST, LAST, HISTORY):
-            for tmp in remove_stale_temps(out_dir / name):
-                notes.append(f"removed {tmp.name}, left by an interrupted save")
-    if state is None and any((out_dir / n).exists() for n in (BEST, LAST, HISTORY)):
-        if context.is_main:
-            # Keep the previous run's files instead of overwriting them at the first save.
-            for name in (BEST, LAST, HISTORY):
-                if (out_dir / name).exists():
-                    (out_dir / name).replace(out_dir / f"{name}.previous")
-        notes.append(f"previous checkpoints kept as *.previous in {out_dir}")
-    context.barrier()
-    return state, notes
 
 
 def _wrap(model: nn.Module, device: torch.device, context: DistContext) -> nn.Module:
@@ -367,6 +126,7 @@ def fit(model: nn.Module, train_ds: Dataset, val_ds: Dataset, config: TrainConfi
     log = log if context.is_main else _silent
     progress = progress and context.is_main
     out_dir = Path(out_dir)
+    run = RunFolder(out_dir)
     world = context.world_size
     if config.batch_size < 2 * world:
         raise ParameterError(
@@ -380,8 +140,8 @@ def fit(model: nn.Module, train_ds: Dataset, val_ds: Dataset, config: TrainConfi
         log(note)
     if state is not None and state.get("best", {}).get("finished"):
         log(f"reusing the finished run in {out_dir} (same configuration; retrain=True to train again)")
-        return TrainResult(out_dir / BEST, out_dir / LAST, _history_frame(state["history"]), "reused",
-                           notes=notes)
+        return TrainResult(run.checkpoint, run.last_checkpoint, _history_frame(state["history"]),
+                           "reused", notes=notes)
     torch.manual_seed(config.seed)
     model.to(device)
     if device.type == "cuda":
@@ -398,7 +158,7 @@ def fit(model: nn.Module, train_ds: Dataset, val_ds: Dataset, config: TrainConfi
             scaler.load_state_dict(state["scaler_state"])
         epoch, step, history, best = state["epoch"], state["step"], state["history"], state["best"]
         restore_rng_state(state["rng"])
-        log(f"resuming from {out_dir / LAST}: epoch {epoch + 1}, step {step}")
+        log(f"resuming from {run.last_checkpoint}: epoch {epoch + 1}, step {step}")
     net = _wrap(model, device, context)
     if context.distributed:
         log(f"training on {world} process(es), backend {context.backend}, "
@@ -426,17 +186,17 @@ def fit(model: nn.Module, train_ds: Dataset, val_ds: Dataset, config: TrainConfi
                 # Nothing is saved: the step may have half-updated the weights or the optimizer.
                 raise _out_of_memory("training", exc, len(images), config.batch_size, precision,
                                      minimum=2 * world, how="-p batch_size {}",
-                                     resume=out_dir / LAST) from exc
+                                     resume=run.last_checkpoint) from exc
             running, count = running + share * len(batch), count + len(batch)
             step, steps_here, seen = step + 1, steps_here + 1, seen + len(batch)
             interrupted = max_steps is not None and steps_here >= max_steps
             if context.is_main and (interrupted or (checkpoint_every and step % checkpoint_every == 0)):
-                _save(out_dir / LAST, model, config, optimizer, scheduler, scaler, epoch, step,
-                      history, best)
+                _save(run.last_checkpoint, model, config, optimizer, scheduler, scaler, epoch,
+                      step, history, best)
             if interrupted:
                 context.barrier()
                 log(f"stopped after {steps_here} steps (max_steps); resume point saved")
-                return TrainResult(out_dir / BEST, out_dir / LAST, _history_frame(history),
+                return TrainResult(run.checkpoint, run.last_checkpoint, _history_frame(history),
                                    "interrupted", time.perf_counter() - start, notes=notes)
         running = context.sum_float(running, device)  # each rank summed its share of the loss
         row = {"epoch": epoch + 1, "train_loss": running / max(count, 1),
@@ -458,11 +218,11 @@ def fit(model: nn.Module, train_ds: Dataset, val_ds: Dataset, config: TrainConfi
         best = {**best, "finished": done}
         if context.is_main:
             if improved:
-                _save(out_dir / BEST, model, config, optimizer, scheduler, scaler, epoch, 0,
+                _save(run.checkpoint, model, config, optimizer, scheduler, scaler, epoch, 0,
                       history, {**best, "finished": False})
-            _save(out_dir / LAST, model, config, optimizer, scheduler, scaler, epoch, 0, history,
-                  best)
-            atomic_write_text(out_dir / HISTORY, _history_frame(history).to_csv(index=False))
+            _save(run.last_checkpoint, model, config, optimizer, scheduler, scaler, epoch, 0,
+                  history, best)
+            atomic_write_text(run.history, _history_frame(history).to_csv(index=False))
         log(f"epoch {epoch}/{config.epochs}: train loss {row['train_loss']:.4f}, val loss "
             f"{row['val_loss']:.4f}, val mean AUROC {row['val_auroc']:.4f}"
             + (" (best)" if improved else ""))
@@ -471,41 +231,8 @@ def fit(model: nn.Module, train_ds: Dataset, val_ds: Dataset, config: TrainConfi
             break
     context.barrier()
     seconds = time.perf_counter() - start
-    return TrainResult(out_dir / BEST, out_dir / LAST, _history_frame(history), status, seconds,
-                       seen / seconds if seconds > 0 else math.nan, notes)
-
-
-def _out_of_memory(what: str, exc: BaseException, images: int, batch_size: int, precision: str,
-                   *, minimum: int = 1, how: str, resume: Path | None = None) -> OutOfMemoryError:
-    """The error for a batch that did not fit in GPU memory: what to change, what is safe."""
-    found = re.search(r"out of memory\. Tried to allocate [\d.]+ \w+", str(exc))
-    detail = found.group(0) if found else (str(exc).splitlines() or ["out of memory"])[0][:200]
-    if found and str(exc).startswith("CUDA "):
-        detail = "CUDA " + detail
-    half = max(minimum, batch_size // 2)
-    if half < batch_size:
-        advice = f"use a smaller batch_size, e.g. {how.format(half)}, and precision auto"
-    else:
-        advice = (f"batch_size {batch_size} is the smallest possible; use a smaller image_size "
-                  "or a GPU with more memory, and precision auto")
-    now = "it is already auto" if precision == "auto" else f"this run uses {precision}"
-    message = (f"{what}: a batch of {images} images (batch_size={batch_size}) did not fit in "
-               f"GPU memory ({detail}); {advice} (mixed precision on CUDA; {now})")
-    if resume is not None:
-        message += f". {_resume_note(resume)}"
-    return OutOfMemoryError(message)
-
-
-def _resume_note(last: Path) -> str:
-    if not last.is_file():
-        return f"Nothing was saved yet ({last.name} does not exist): a rerun starts afresh"
-    try:
-        ckpt = load_checkpoint(last, classes=None, image_size=None)
-    except CheckpointError:
-        return f"{last} was not changed"
-    return (f"Nothing was written: the resume point {last} is intact (epoch {ckpt['epoch'] + 1}, "
-            f"step {ckpt['step']}); a rerun with another precision resumes from it, one with "
-            f"another batch_size trains afresh and keeps it as {last.name}.previous")
+    return TrainResult(run.checkpoint, run.last_checkpoint, _history_frame(history), status,
+                       seconds, seen / seconds if seconds > 0 else math.nan, notes)
 
 
 def _silent(*args, **kwargs) -> None:
