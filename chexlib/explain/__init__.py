@@ -9,6 +9,8 @@
 ``chexlib.explain.combined``      LRP gated by Grad-CAM
 ``chexlib.explain.dispatch``      any method by name (``explain``, ``method_names``)
 ``chexlib.explain.store``         the heatmap store of a run folder (float16 per method and image)
+``chexlib.explain.reported_maps`` a run's reported images by method name: the galleries' explain
+                                  callable, filling the heatmap store
 """
 
 from chexlib.explain.cam import DEFAULT_LAYER, layer_names

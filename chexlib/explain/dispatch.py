@@ -5,7 +5,7 @@ The names are those of :mod:`chexlib.methods`: each LRP composite (``epsilon_plu
 ``gradcam_pp-<layer>`` on another (:func:`chexlib.methods.cam_method_name`), and the combination
 ``lrp_gradcam`` (:mod:`chexlib.explain.combined`). The heatmap store,
 the browser and the comparison use these names, so a method is available everywhere once it is
-listed here.
+listed here. :func:`cam_maps_by_layer` compares the CAM methods across layers (notebook 05).
 """
 
 from __future__ import annotations
@@ -62,3 +62,38 @@ def explain(model: nn.Module, images: torch.Tensor, method: str,
     if kind == "lrp_gradcam":
         return lrp_gradcam(model, images, classes, batch_size=batch_size)
     return _CAM_FUNCTIONS[kind](model, images, classes, layer=detail, batch_size=batch_size)
+
+
+def cam_maps_by_layer(model: nn.Module, images: torch.Tensor, observation: str | int,
+                      layers: Sequence[str],
+                      methods: Sequence[str] = tuple(_CAM_FUNCTIONS)
+                      ) -> tuple[dict[str, torch.Tensor], dict[str, tuple[int, int]]]:
+    """Every CAM method's map of one class on each layer, and each layer's map size.
+
+    Parameters
+    ----------
+    model : nn.Module
+    images : Tensor [1, 3, H, W]
+        One normalised image (the first is taken).
+    observation : str or int
+        The class explained.
+    layers : sequence of str
+        Module names (:data:`chexlib.methods.CAM_LAYERS`).
+    methods : sequence of str
+        CAM methods (``gradcam``, ``gradcam_pp``): the outer loop.
+
+    Returns
+    -------
+    maps : dict ``"<method> · <layer>"`` -> Tensor [H, W]
+        Upsampled to the image, methods outer, layers inner.
+    sizes : dict layer -> (h, w)
+        The size of the layer's map before upsampling.
+    """
+    maps, sizes = {}, {}
+    for method in methods:
+        for layer in layers:
+            upsampled, low = _CAM_FUNCTIONS[method](model, images, [observation], layer=layer,
+                                                    return_low_res=True)
+            maps[f"{method} · {layer}"] = upsampled[0, 0]
+            sizes[layer] = tuple(low.shape[-2:])
+    return maps, sizes
