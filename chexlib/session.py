@@ -43,7 +43,7 @@ from chexlib.reported import ReportedImages
 from chexlib.rng import seed_everything
 from chexlib.run import RunFolder
 from chexlib.runlock import check_free
-from chexlib.train import select_device
+from chexlib.device import select_device
 
 
 @dataclass

@@ -129,3 +129,19 @@ def test_the_static_layer_list_matches_the_model(model):
     assert cam_method_name("gradcam_pp", "features.denseblock3") == "gradcam_pp-features.denseblock3"
     with pytest.raises(ValueError, match="gradcam, gradcam_pp"):
         cam_method_name("scorecam")
+
+
+def test_cam_maps_by_layer_are_each_method_on_each_layer(model, images):
+    from chexlib.explain.dispatch import cam_maps_by_layer
+
+    layers = ["relu", "features.denseblock3"]
+    maps, sizes = cam_maps_by_layer(model, images[:1], "Edema", layers)
+    assert list(maps) == ["gradcam · relu", "gradcam · features.denseblock3",
+                          "gradcam_pp · relu", "gradcam_pp · features.denseblock3"]
+    for method, fn in (("gradcam", gradcam), ("gradcam_pp", gradcam_pp)):
+        for layer in layers:
+            expected = fn(model, images[:1], ["Edema"], layer=layer)[0, 0]
+            torch.testing.assert_close(maps[f"{method} · {layer}"], expected)
+            assert maps[f"{method} · {layer}"].shape == (SIZE, SIZE)
+    assert sizes == {"relu": (SIZE // 32, SIZE // 32),
+                     "features.denseblock3": (SIZE // 16, SIZE // 16)}

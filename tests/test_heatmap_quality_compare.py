@@ -125,3 +125,110 @@ def test_localisation_scores_cover_every_method_on_masked_pairs(run):
     np.testing.assert_array_equal(
         grad["mass"], localisation.relevance_mass_accuracy(maps["gradcam"][keep], masks[keep]))
     assert list(grad["row"]) == list(pairs["row"][keep])
+
+
+def test_faithfulness_sample_is_a_seeded_shuffle_in_pair_order():
+    from chexlib.heatmap_quality.compare import faithfulness_sample
+
+    pairs = pd.DataFrame({"row": np.arange(10) * 3, "class": np.arange(10) % 14})
+    sample = faithfulness_sample(pairs, 4, seed=7)
+    expected = np.sort(np.random.RandomState(7).permutation(10)[:4])
+    np.testing.assert_array_equal(sample.index, expected)
+    np.testing.assert_array_equal(sample["row"], pairs["row"].to_numpy()[expected])
+    assert len(faithfulness_sample(pairs, 50)) == 10  # fewer pairs than asked: all of them
+
+
+def test_faithfulness_curves_are_region_perturbation_and_aopc(run):
+    from chexlib.heatmap_quality import faithfulness
+    from chexlib.heatmap_quality.compare import faithfulness_curves, faithfulness_sample
+
+    reported, model, _ = run
+    pairs = evaluation_pairs(reported, n=1, observations=["Edema", "Cardiomegaly"])
+    maps = {"gradcam": pair_maps(model, reported, pairs, "gradcam"),
+            "random": pair_maps(model, reported, pairs, "random", seed=1)}
+    subset = faithfulness_sample(pairs, 3, seed=2)
+    curves, scores = faithfulness_curves(model, reported, subset, maps, ["gradcam", "random"],
+                                         fill="mean", steps=4, batch_size=8, seed=5)
+    assert list(curves) == [("gradcam", "morf"), ("gradcam", "lerf"), ("random", "morf"),
+                            ("random", "lerf")]
+    images = reported.images(subset["row"].tolist())
+    for k, (name, order) in enumerate(curves):
+        expected = faithfulness.region_perturbation(
+            model, images, maps[name][subset.index], subset["class"].tolist(), order=order,
+            patch=8, steps=4, fill="mean", batch_size=8, seed=5)
+        np.testing.assert_allclose(curves[name, order], expected, rtol=1e-6, atol=1e-6)
+        block = scores.iloc[k * len(subset):(k + 1) * len(subset)]
+        assert (block["method"] == name).all() and (block["order"] == order).all()
+        np.testing.assert_allclose(block["aopc"], faithfulness.aopc(expected), rtol=1e-6,
+                                   atol=1e-6)
+        assert list(block["row"]) == list(subset["row"])
+    assert len(scores) == 4 * len(subset)
+
+
+def test_sanity_sample_prefers_true_positives():
+    from chexlib.heatmap_quality.compare import sanity_sample
+
+    pairs = pd.DataFrame({"row": range(8), "outcome": ["FP", "TP", "FN", "TP", "TP", "FP", "TP",
+                                                       "TP"]})
+    assert list(sanity_sample(pairs, 3)["row"]) == [1, 3, 4]
+    no_tp = pairs.assign(outcome="FN")
+    assert list(sanity_sample(no_tp, 2)["row"]) == [0, 1]
+
+
+def test_randomisation_check_runs_the_cascade_on_the_named_methods(run):
+    from chexlib.heatmap_quality import sanity
+    from chexlib.heatmap_quality.compare import randomisation_check, sanity_sample
+
+    reported, model, _ = run
+    pairs = evaluation_pairs(reported, n=1, observations=["Edema", "Cardiomegaly", "Fracture"])
+    blocks = sanity.CASCADE[:2]
+    table = randomisation_check(model, reported, pairs, ["gradcam"], n=2, seed=3)
+    sample = sanity_sample(pairs, 2)
+    expected = sanity.cascading_randomisation(
+        model, reported.images(sample["row"].tolist()), sample["class"].tolist(),
+        {"gradcam": lambda net, x, c: explain(net, x, "gradcam", c)}, seed=3)
+    pd.testing.assert_frame_equal(table, expected)
+    assert set(table["block"]) >= set(blocks) and set(table["method"]) == {"gradcam"}
+    assert (table.loc[table["step"] == 0, "spearman"] == 1.0).all()
+
+
+def test_shortcut_shares_are_relevance_mass_on_the_marker():
+    from chexlib.heatmap_quality.compare import MARKER_GROUP, shortcut_shares
+
+    rng = np.random.default_rng(0)
+    pairs = pd.DataFrame({"row": [0, 1, 2, 3], "observation": ["Edema", "Support Devices",
+                                                               "Edema", "Fracture"]})
+    marker = np.zeros((4, 6, 6), dtype=bool)
+    marker[0, :2, :3] = True
+    marker[1, 4:, 4:] = True
+    marker[3, 0, 0] = True  # pair 2: no marker on its image
+    maps = {"a": rng.normal(size=(4, 6, 6)), "b": rng.normal(size=(4, 6, 6))}
+    shares = shortcut_shares(pairs, maps, marker, {"Support Devices"})
+    assert list(shares["method"]) == ["a"] * 3 + ["b"] * 3
+    assert list(shares["row"]) == [0, 1, 3] * 2
+    for (name, m), start in zip(maps.items(), (0, 3)):
+        positive = np.clip(m, 0, None)
+        by_hand = [positive[i][marker[i]].sum() / positive[i].sum() for i in (0, 1, 3)]
+        np.testing.assert_allclose(shares["share"][start:start + 3], by_hand, rtol=1e-6)
+    assert list(shares["observation group"][:3]) == ["other", MARKER_GROUP, "other"]
+
+
+def test_metric_summary_joins_the_tables_by_method():
+    from chexlib.heatmap_quality.compare import metric_summary
+
+    localisation_summary = pd.DataFrame({
+        "method": ["b", "a", "random"], "pointing": [0.5, 1.0, 0.0], "mass": [0.4, 0.6, 0.1],
+        "mass low": [0.3, 0.5, 0.0], "rank": [0.3, 0.2, 0.1], "iou": [0.2, 0.25, 0.05]})
+    faithfulness_summary = pd.DataFrame({
+        "method": ["a", "a", "b", "b"], "order": ["morf", "lerf", "lerf", "morf"],
+        "aopc": [0.9, 0.2, 0.5, 0.6]})
+    shortcut = pd.DataFrame({"method": ["a", "a", "b", "random", "random"],
+                             "share": [0.1, 0.3, 0.5, 0.0, 0.2]})
+    summary = metric_summary(localisation_summary, faithfulness_summary, shortcut)
+    assert list(summary.index) == ["b", "a", "random"]
+    assert list(summary.columns) == ["pointing", "mass", "rank", "iou", "AOPC gap", "shortcut"]
+    assert summary.loc["a", "AOPC gap"] == pytest.approx(0.9 - 0.2)
+    assert summary.loc["b", "AOPC gap"] == pytest.approx(0.6 - 0.5)
+    assert np.isnan(summary.loc["random", "AOPC gap"])  # not measured: NaN, not 0
+    assert list(summary["shortcut"]) == pytest.approx([0.5, 0.2, 0.1])
+    assert list(summary["mass"]) == [0.4, 0.6, 0.1]

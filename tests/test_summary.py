@@ -83,3 +83,29 @@ def test_load_split_masks(tmp_path):
     np.testing.assert_array_equal(findings["patient1_study1_view1_frontal"]["Edema"], mask)
     assert shortcut == {}
     assert load_split_masks(tmp_path, "train") == ({}, {})
+
+
+def test_example_panels_images_titles_outlines_and_ids(tmp_path):
+    from chexlib.data.summary import example_panels
+
+    paths = [f"CheXpert-v1.0-small/valid/patient{n:05d}/study1/view1_frontal.jpg" for n in (1, 2)]
+    for n, path in enumerate(paths):  # stored below the root without the dataset folder
+        file = tmp_path / path.split("/", 1)[1]
+        file.parent.mkdir(parents=True)
+        Image.fromarray(np.full((6, 5), 40 * (n + 1), np.uint8)).save(file)
+    df = _frame([{"Edema": 1.0, "Cardiomegaly": 1.0, "No Finding": 0.0}, {"No Finding": 1.0}])
+    df.insert(0, "Path", paths)
+    df["AP/PA"] = ["AP", "PA"]
+    edema, marker = np.zeros((6, 5), bool), np.zeros((6, 5), bool)
+    edema[1:3, 1:3], marker[0, :2] = True, True
+    write_chexlocalize(tmp_path / "masks" / "valid_findings.json",
+                       {"patient00001_study1_view1_frontal": {"Edema": edema}})
+    write_chexlocalize(tmp_path / "masks" / "valid_shortcut.json",
+                       {"patient00001_study1_view1_frontal": {"PORTABLE": marker}})
+    images, titles, outlines, ids = example_panels(df, [1, 0], tmp_path)
+    assert [int(im[0, 0]) for im in images] == [80, 40] and images[0].shape == (6, 5)
+    assert titles == ["PA · No Finding", "AP · Cardiomegaly, Edema"]  # CSV order of OBSERVATIONS
+    assert ids == ["patient00002_study1_view1_frontal", "patient00001_study1_view1_frontal"]
+    assert outlines[0] == {} and sorted(outlines[1]) == ["Edema", "PORTABLE"]
+    np.testing.assert_array_equal(outlines[1]["Edema"], edema)
+    np.testing.assert_array_equal(outlines[1]["PORTABLE"], marker)

@@ -1,15 +1,20 @@
 """Summaries of a label table: co-occurrence, policy effects, comparisons, example choice.
 
 These feed notebook 01 ("CheXpert data distribution"). All take a DataFrame from
-:func:`chexlib.data.read_labels` and return DataFrames indexed by observation in CSV order.
+:func:`chexlib.data.read_labels`; the tables are DataFrames indexed by observation in CSV order,
+:func:`example_panels` gives the example gallery's images, titles and outlines.
 """
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pandas as pd
 
+from chexlib.data.images import read_radiograph, resolve_image_path
 from chexlib.data.labels import label_distribution
+from chexlib.masks import chexlocalize_image_id, load_split_masks
 from chexlib.observations import OBSERVATIONS, UNCERTAINTY_POLICIES, apply_uncertainty_policy
 
 
@@ -116,3 +121,42 @@ def pick_examples(df: pd.DataFrame, classes: list[str], n: int, seed: int = 0) -
                 chosen.append(int(pools[c].pop(0)))
     rest = [int(i) for i in rng.permutation(len(df)) if i not in chosen]
     return chosen + rest[: max(0, min(n, len(df)) - len(chosen))]
+
+
+def example_panels(df: pd.DataFrame, rows: list[int], data_root: str | os.PathLike,
+                   split: str = "valid") -> tuple[list[np.ndarray], list[str],
+                                                  list[dict[str, np.ndarray]], list[str]]:
+    """The radiographs of ``rows`` of ``df`` with a title and their ground-truth outlines.
+
+    Parameters
+    ----------
+    df : DataFrame
+        Labels of ``split`` (e.g. :func:`chexlib.data.read_labels` of ``valid.csv``).
+    rows : list of int
+        Row positions into ``df`` (e.g. :func:`pick_examples`).
+    data_root : path-like
+        The data folder (images and ``masks/``).
+    split : str
+        Whose masks (:func:`chexlib.masks.load_split_masks`) to outline.
+
+    Returns
+    -------
+    images : list of ndarray
+        The radiographs as stored (:func:`chexlib.data.read_radiograph`).
+    titles : list of str
+        ``"<AP/PA> · <positive observations>"`` (``No Finding`` when there is none).
+    outlines : list of dict name -> bool mask
+        Each image's finding masks and its shortcut masks (empty when the data has none).
+    ids : list of str
+        CheXlocalize image ids (:func:`chexlib.masks.chexlocalize_image_id`).
+    """
+    findings, shortcut = load_split_masks(data_root, split)
+    images, titles, outlines, ids = [], [], [], []
+    for r in rows:
+        path = df["Path"].iloc[r]
+        images.append(read_radiograph(resolve_image_path(data_root, path)))
+        positives = [c for c in OBSERVATIONS if df[c].iloc[r] == 1.0 and c != "No Finding"]
+        titles.append(f"{df['AP/PA'].iloc[r]} · " + (", ".join(positives) or "No Finding"))
+        ids.append(chexlocalize_image_id(path))
+        outlines.append({**findings.get(ids[-1], {}), **shortcut.get(ids[-1], {})})
+    return images, titles, outlines, ids

@@ -10,6 +10,8 @@
 ``chexlib.explain.baseline``      the random map (the comparison's chance level)
 ``chexlib.explain.dispatch``      any method of the registry (:mod:`chexlib.methods`) by name
 ``chexlib.explain.store``         the heatmap store of a run folder (float16 per method and image)
+``chexlib.explain.reported_maps`` a run's reported images by method name: the galleries' explain
+                                  callable, filling the heatmap store
 """
 
 from chexlib.explain.baseline import random_maps

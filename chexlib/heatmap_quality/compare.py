@@ -3,7 +3,9 @@
 The pairs are chosen from the outcomes (notebook 03): for each observation, the most confident
 true positives, false positives and false negatives. Localisation needs a ground-truth mask
 (positives the phantom drew; CheXlocalize's annotations for the real data), so it is scored on
-TP and FN pairs; faithfulness and the shortcut on every pair.
+TP and FN pairs; faithfulness (on a seeded sample of the pairs), the sanity check (on a few true
+positives) and the shortcut on every pair. :func:`metric_summary` joins the summaries into one
+row per method.
 """
 
 from __future__ import annotations
@@ -17,9 +19,12 @@ from torch import nn
 
 from chexlib import methods
 from chexlib.explain.dispatch import explain
-from chexlib.heatmap_quality import localisation
+from chexlib.heatmap_quality import faithfulness, localisation, sanity
 from chexlib.methods import RANDOM
 from chexlib.observations import OBSERVATIONS
+
+#: The shortcut table's ``observation group`` of the observations correlated with the marker.
+MARKER_GROUP = "correlated with the marker"
 
 
 def evaluation_pairs(reported, n: int, observations: Sequence[str] = OBSERVATIONS,
@@ -175,7 +180,7 @@ def key_insights(localisation: pd.DataFrame, faithfulness: pd.DataFrame,
             lines.append(
                 f"Faithfulness: removing regions in {gap.index[0]}'s order changes the logit most "
                 f"(AOPC MoRF - LeRF = {gap.iloc[0]:.2f}; random order: {random_gap:.2f}).")
-    group = "correlated with the marker"
+    group = MARKER_GROUP
     marked = shortcut[(shortcut["observation group"] == group) & (shortcut["method"] != RANDOM)]
     if len(marked) and marked["share"].notna().any():
         top = marked.sort_values("share", ascending=False).iloc[0]
@@ -215,3 +220,134 @@ def localisation_scores(pairs: pd.DataFrame, maps: dict[str, np.ndarray],
             mass=localisation.relevance_mass_accuracy(m, g),
             rank=localisation.relevance_rank_accuracy(m, g), iou=localisation.otsu_iou(m, g)))
     return pd.concat(frames, ignore_index=True)
+
+
+def faithfulness_sample(pairs: pd.DataFrame, n: int, seed: int = 0) -> pd.DataFrame:
+    """The first ``n`` pairs of a seeded shuffle (all when fewer), in the pairs' order.
+
+    The index is kept: it addresses the rows of the maps of :func:`pair_maps`.
+    """
+    return pairs.sample(n=min(n, len(pairs)), random_state=seed).sort_index()
+
+
+def faithfulness_curves(model: nn.Module, reported, subset: pd.DataFrame,
+                        maps: dict[str, np.ndarray], methods: Sequence[str],
+                        orders: Sequence[str] = ("morf", "lerf"), fill: str = "blur",
+                        patch: int = 8, steps: int = 16, batch_size: int = 64,
+                        device: str | torch.device = "cpu",
+                        seed: int = 0) -> tuple[dict[tuple[str, str], np.ndarray], pd.DataFrame]:
+    """Region-perturbation curves and AOPC of every method and order on the ``subset`` pairs.
+
+    Parameters
+    ----------
+    model : nn.Module
+    reported : ReportedImages
+    subset : DataFrame
+        Pairs (:func:`faithfulness_sample`); their index addresses the rows of ``maps``.
+    maps : dict method -> [len(pairs), S, S]
+        :func:`pair_maps` of every method in ``methods``.
+    methods, orders : sequences of str
+        Methods (outer loop) and removal orders (inner loop; see
+        :func:`~chexlib.heatmap_quality.faithfulness.region_perturbation`).
+    fill, patch, steps, batch_size, seed
+        As in :func:`~chexlib.heatmap_quality.faithfulness.region_perturbation`.
+
+    Returns
+    -------
+    curves : dict (method, order) -> ndarray [len(subset), steps + 1]
+    scores : DataFrame
+        The subset's columns plus ``method``, ``order`` and ``aopc``, one row per pair, method
+        and order (in that loop order).
+    """
+    images = reported.images(subset["row"].tolist()).to(device)
+    classes = subset["class"].tolist()
+    curves, rows = {}, []
+    for name in methods:
+        for order in orders:
+            c = faithfulness.region_perturbation(model, images, maps[name][subset.index], classes,
+                                                 order=order, patch=patch, steps=steps, fill=fill,
+                                                 batch_size=batch_size, seed=seed)
+            curves[name, order] = c
+            rows.append(subset.assign(method=name, order=order, aopc=faithfulness.aopc(c)))
+    return curves, pd.concat(rows, ignore_index=True)
+
+
+def sanity_sample(pairs: pd.DataFrame, n: int = 4) -> pd.DataFrame:
+    """The first ``n`` true-positive pairs; the first ``n`` pairs when there is none."""
+    tp = pairs[pairs["outcome"] == "TP"].head(n)
+    return tp if len(tp) else pairs.head(n)
+
+
+def randomisation_check(model: nn.Module, reported, pairs: pd.DataFrame, methods: Sequence[str],
+                        n: int = 4, device: str | torch.device = "cpu",
+                        seed: int = 0) -> pd.DataFrame:
+    """Cascading model randomisation of the named ``methods`` on :func:`sanity_sample`'s pairs.
+
+    Returns
+    -------
+    DataFrame
+        :func:`~chexlib.heatmap_quality.sanity.cascading_randomisation`'s table (``method``,
+        ``step``, ``block``, ``image``, ``spearman``).
+    """
+    sample = sanity_sample(pairs, n)
+    by_name = {name: (lambda net, x, c, name=name: explain(net, x, name, c)) for name in methods}
+    images = reported.images(sample["row"].tolist()).to(device)
+    return sanity.cascading_randomisation(model, images, sample["class"].tolist(), by_name,
+                                          seed=seed)
+
+
+def shortcut_shares(pairs: pd.DataFrame, maps: dict[str, np.ndarray], marker: np.ndarray,
+                    correlated: set[str] | Sequence[str]) -> pd.DataFrame:
+    """Share of each map's positive relevance on the marker, for every pair whose image has one.
+
+    Parameters
+    ----------
+    pairs : DataFrame
+        :func:`evaluation_pairs`.
+    maps : dict method -> [len(pairs), S, S]
+    marker : [len(pairs), S, S] bool
+        The marker's masks (:func:`pair_masks` with ``kind="shortcut"``); all-False: no marker.
+    correlated : set of str
+        Observations correlated with the marker (e.g. phi > 0.1 in
+        :func:`shortcut_correlation`).
+
+    Returns
+    -------
+    DataFrame
+        The marked pairs' columns plus ``method``, ``share`` (relevance mass accuracy against the
+        marker) and ``observation group`` (:data:`MARKER_GROUP` or ``"other"``), methods in the
+        order of ``maps``.
+    """
+    has_marker = marker.reshape(len(pairs), -1).any(axis=1)
+    shares = pd.concat([
+        pairs[has_marker].assign(method=name, share=localisation.relevance_mass_accuracy(
+            m[has_marker], marker[has_marker])) for name, m in maps.items()], ignore_index=True)
+    shares["observation group"] = shares["observation"].map(
+        lambda o: MARKER_GROUP if o in correlated else "other")
+    return shares
+
+
+def metric_summary(localisation_summary: pd.DataFrame, faithfulness_summary: pd.DataFrame,
+                   shortcut: pd.DataFrame) -> pd.DataFrame:
+    """One row per method: localisation means, AOPC gap (MoRF - LeRF) and mean shortcut share.
+
+    Parameters
+    ----------
+    localisation_summary : DataFrame
+        :func:`summary_table` of the localisation scores by ``method``.
+    faithfulness_summary : DataFrame
+        :func:`summary_table` of the AOPC by ``method`` and ``order`` (``morf`` and ``lerf``).
+    shortcut : DataFrame
+        :func:`shortcut_shares` (per pair).
+
+    Returns
+    -------
+    DataFrame
+        Indexed by method (the localisation summary's order): ``pointing``, ``mass``, ``rank``,
+        ``iou``, ``AOPC gap`` (NaN where not measured) and ``shortcut``.
+    """
+    summary = localisation_summary.set_index("method")[["pointing", "mass", "rank", "iou"]]
+    aopc_table = faithfulness_summary.pivot_table(index="method", columns="order", values="aopc")
+    summary["AOPC gap"] = aopc_table["morf"] - aopc_table["lerf"]  # MoRF - LeRF
+    summary["shortcut"] = shortcut.groupby("method")["share"].mean()
+    return summary

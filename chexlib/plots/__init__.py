@@ -6,6 +6,9 @@
 ``chexlib.plots.heatmaps``    signed relevance maps over radiographs: per class, method, image
                               (``overlay`` returns its Axes; ``symmetric_limit`` and
                               ``rgb_heatmap``, from ``chexlib.plots.heatmap_arrays``, arrays)
+``chexlib.plots.galleries``   outcome galleries and RGB grids of a run's reported images (04, 05)
+``chexlib.plots.heatmap_quality``  plots of chexlib.heatmap_quality: localisation bars,
+                              perturbation curves, sanity curves, metric summary (notebook 06)
 """
 
 from chexlib.plots.data import (

@@ -11,7 +11,7 @@ and shows nothing.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import matplotlib.pyplot as plt
 
@@ -72,6 +72,35 @@ def outcome_gallery(reported, observation: str, explain: Explain, n: int = 2,
     fig.suptitle(f"{observation}: correct and incorrect predictions"
                  + (f" · {method}" if method else ""))
     return fig, note
+
+
+def outcome_galleries(reported, observations: Sequence[str], explain: Explain, prefix: str,
+                      n: int = 2, outcomes: Sequence[str] = ("TP", "FP", "FN"),
+                      scale: str = "per_map",
+                      method: str = "") -> Iterator[tuple[str, plt.Figure | None, str]]:
+    """:func:`outcome_gallery` of each observation in turn, with the name to save it under.
+
+    Parameters
+    ----------
+    observations : sequence of str
+        One gallery each, in this order (e.g. ``classes_to_show``).
+    prefix : str
+        Figure names are ``<prefix>_<observation with spaces as underscores>``
+        (``04_outcomes_Pleural_Effusion``).
+    reported, explain, n, outcomes, scale, method
+        As in :func:`outcome_gallery`.
+
+    Yields
+    ------
+    name, figure, message
+        ``figure`` is None when the observation has none of the outcomes (``message`` says so).
+        A generator: each figure is drawn when asked for, so a caller can save and show it
+        before the next one is drawn.
+    """
+    for observation in observations:
+        fig, note = outcome_gallery(reported, observation, explain, n=n, outcomes=outcomes,
+                                    scale=scale, method=method)
+        yield f"{prefix}_{observation.replace(' ', '_')}", fig, note
 
 
 def rgb_grid(maps_by_method: Mapping[str, object], title: str = "",

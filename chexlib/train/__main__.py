@@ -65,8 +65,9 @@ def _logger(run_dir: Path, is_main: bool) -> Callable[[str], None]:
 
 def train(params: dict) -> int:
     """Train with resolved parameters; returns the exit status."""
+    from chexlib.project import absolute_paths, ensure_data, project_root
+    from chexlib.rng import seed_everything
     from chexlib.runlock import run_lock
-    from chexlib.session import absolute_paths, ensure_data, project_root, seed_everything
     from chexlib.train import launch
     from chexlib.train.distributed import init_from_env, shutdown
 

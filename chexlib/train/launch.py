@@ -1,5 +1,8 @@
 """A run's training from its parameters: the data, the model, and where the training runs.
 
+The data: :func:`training_data` (training and internal validation, from ``train.csv``) and
+:func:`reported_data` (``valid.csv``, which notebook 03 reports on), prepared alike.
+
 Two launchers, one result (``checkpoint.pt``, ``checkpoint_last.pt``, ``history.csv`` in the run
 folder, which notebooks 03-06 read unchanged):
 
@@ -59,10 +62,34 @@ def training_data(params: dict[str, Any], data_root: Path, cache_dir: Path,
     labels = read_labels(data_root / "train.csv")
     train_rows, val_rows = patient_split(labels, val_fraction=params["val_fraction"],
                                          seed=params["seed"])
-    common = {"image_size": params["image_size"], "policy": params["uncertainty_policy"],
-              "cache_dir": cache_dir, "cache_workers": params["num_workers"], "progress": progress}
+    common = _dataset_options(params, cache_dir, progress)
     return (CheXpertDataset(data_root, labels, indices=train_rows, **common),
             CheXpertDataset(data_root, labels, indices=val_rows, **common))
+
+
+def reported_data(params: dict[str, Any], data_root: Path, cache_dir: Path,
+                  progress: bool = True):
+    """The reported split of a run (``valid.csv``), prepared as :func:`training_data`'s.
+
+    Parameters
+    ----------
+    params : dict
+        Validated parameters (``image_size``, ``uncertainty_policy``, ``num_workers``).
+    data_root, cache_dir : Path
+
+    Returns
+    -------
+    CheXpertDataset
+        Every row of ``valid.csv``, in file order.
+    """
+    from chexlib.data import CheXpertDataset
+
+    return CheXpertDataset(data_root, "valid", **_dataset_options(params, cache_dir, progress))
+
+
+def _dataset_options(params: dict[str, Any], cache_dir: Path, progress: bool) -> dict[str, Any]:
+    return {"image_size": params["image_size"], "policy": params["uncertainty_policy"],
+            "cache_dir": cache_dir, "cache_workers": params["num_workers"], "progress": progress}
 
 
 def build_model(params: dict[str, Any]):

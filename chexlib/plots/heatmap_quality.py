@@ -1,0 +1,101 @@
+"""Figures of chexlib.heatmap_quality (notebook 06): localisation, faithfulness, sanity, summary.
+
+Each function takes a table or the curves of :mod:`chexlib.heatmap_quality.compare`, returns a
+matplotlib Figure and shows nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+
+from chexlib.heatmap_quality.sanity import CASCADE
+
+
+def localisation_bars(scores: pd.DataFrame, chance: float, seed: int = 0) -> plt.Figure:
+    """Relevance mass accuracy per method and outcome (bars, 95% bootstrap CI) and chance level.
+
+    Parameters
+    ----------
+    scores : DataFrame
+        :func:`~chexlib.heatmap_quality.compare.localisation_scores` (``method``, ``mass``,
+        ``outcome``); no bars when empty.
+    chance : float
+        A random map's score (the mean area fraction of the masks), drawn as a dashed line.
+    seed : int
+        Seeds seaborn's bootstrap of the intervals.
+    """
+    fig, ax = plt.subplots(figsize=(10, 3.6), layout="constrained")
+    if len(scores):
+        sns.barplot(scores, x="method", y="mass", hue="outcome", errorbar=("ci", 95), seed=seed,
+                    ax=ax)
+    ax.axhline(chance, color="black", linestyle="--", linewidth=1,
+               label="random map (area fraction)")
+    ax.set_ylabel("relevance mass accuracy")
+    ax.tick_params(axis="x", labelrotation=30)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def perturbation_curves(curves: Mapping[tuple[str, str], np.ndarray],
+                        methods: Sequence[str] | None = None,
+                        orders: Sequence[str] = ("morf", "lerf")) -> plt.Figure:
+    """Mean change of the logit per perturbation step, one panel per order, one line per method.
+
+    Parameters
+    ----------
+    curves : dict (method, order) -> array [N, steps + 1]
+        :func:`~chexlib.heatmap_quality.compare.faithfulness_curves` (column 0: unperturbed).
+    methods : sequence of str, optional
+        Lines in this order; default every method of ``curves``, in its order.
+    orders : sequence of str
+        Panels, left to right (titled in capitals).
+    """
+    if methods is None:
+        methods = list(dict.fromkeys(name for name, _ in curves))
+    fig, axes = plt.subplots(1, len(orders), figsize=(10, 3.4), layout="constrained",
+                             sharey=True, squeeze=False)
+    for ax, order in zip(axes[0], orders):
+        for name in methods:
+            c = curves[name, order]
+            ax.plot((c - c[:, :1]).mean(axis=0), label=name)
+        ax.set_title(order.upper())
+        ax.set_xlabel("step (regions removed)")
+    axes[0, 0].set_ylabel("mean change of the logit")
+    axes[0, -1].legend(fontsize=8)
+    return fig
+
+
+def sanity_curves(randomisation: pd.DataFrame, blocks: Sequence[str] = CASCADE) -> plt.Figure:
+    """Spearman correlation with the trained model's maps per randomisation step, per method.
+
+    Parameters
+    ----------
+    randomisation : DataFrame
+        :func:`~chexlib.heatmap_quality.sanity.cascading_randomisation` (``step``,
+        ``spearman``, ``method``); the mean over images is drawn.
+    blocks : sequence of str
+        The cascade's blocks (x tick labels: their last name component, after "trained").
+    """
+    fig, ax = plt.subplots(figsize=(9, 3.4), layout="constrained")
+    sns.lineplot(randomisation, x="step", y="spearman", hue="method", errorbar=None, marker="o",
+                 ax=ax)
+    ax.set_xticks(range(len(blocks) + 1), ["trained", *[b.split(".")[-1] for b in blocks]],
+                  rotation=40, fontsize=8)
+    ax.set_ylabel("Spearman with the trained model's map")
+    return fig
+
+
+def metric_summary_heatmap(summary: pd.DataFrame) -> plt.Figure:
+    """The metric summary as an annotated heatmap, one row per method.
+
+    ``summary`` is :func:`~chexlib.heatmap_quality.compare.metric_summary` (indexed by method).
+    """
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(summary) + 1), layout="constrained")
+    sns.heatmap(summary.astype(float), annot=True, fmt=".2f", cmap="viridis", cbar=False, ax=ax)
+    ax.set_title("metric summary (higher is better, except the shortcut share)")
+    return fig
