@@ -17,7 +17,12 @@
 from chexlib.explain.baseline import random_maps
 from chexlib.explain.cam import DEFAULT_LAYER, layer_names
 from chexlib.explain.combined import lrp_gradcam
-from chexlib.explain.composites import LRP_COMPOSITES, lrp_composites, make_composite
+from chexlib.explain.composites import (
+    LRP_COMPOSITES,
+    PASS_BATCHNORM,
+    lrp_composites,
+    make_composite,
+)
 from chexlib.explain.conservation import batchnorm_shift_share, conservation_table
 from chexlib.explain.dispatch import explain, method_names
 from chexlib.explain.gradcam import GradCAM, gradcam
@@ -26,7 +31,7 @@ from chexlib.explain.inputs import class_indices, explainable_copy
 from chexlib.explain.lrp import lrp
 from chexlib.explain.store import CorruptMapError, MapNotFoundError, MapStore, MapStoreError
 
-__all__ = ["DEFAULT_LAYER", "LRP_COMPOSITES", "CorruptMapError", "GradCAM", "GradCAMPlusPlus",
+__all__ = ["DEFAULT_LAYER", "LRP_COMPOSITES", "PASS_BATCHNORM", "CorruptMapError", "GradCAM", "GradCAMPlusPlus",
            "MapNotFoundError", "MapStore", "MapStoreError", "batchnorm_shift_share",
            "class_indices", "conservation_table", "explain", "explainable_copy", "gradcam",
            "gradcam_pp", "layer_names", "lrp", "lrp_composites", "lrp_gradcam", "make_composite",
