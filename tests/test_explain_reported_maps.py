@@ -12,6 +12,7 @@ from chexlib.explain import MapStore, gradcam, lrp
 from chexlib.explain.reported_maps import fill_store, outcome_explainer
 from chexlib.plots import galleries
 from chexlib.reported import ReportedImages
+from chexlib.run import RunFolder
 
 SIZE = 48  # conftest.TINY_SIZE
 
@@ -19,7 +20,7 @@ SIZE = 48  # conftest.TINY_SIZE
 @pytest.fixture(scope="module")
 def run(tiny_run):
     root, run_dir, _, _ = tiny_run
-    model, _ = model_from_checkpoint(run_dir / "checkpoint.pt", image_size=SIZE)
+    model, _ = model_from_checkpoint(RunFolder(run_dir).checkpoint, image_size=SIZE)
     return ReportedImages(run_dir, root, SIZE), model.eval()
 
 

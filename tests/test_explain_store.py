@@ -19,6 +19,7 @@ from chexlib.explain.store import (
     MapStoreError,
 )
 from chexlib.observations import OBSERVATIONS
+from chexlib.run import RunFolder
 
 IMAGE = "CheXpert-v1.0-small/valid/patient64541/study1/view1_frontal.jpg"
 IMAGE_ID = "patient64541_study1_view1_frontal"
@@ -42,9 +43,9 @@ def test_float16_round_trip_within_float16_precision(tmp_path):
     bound = 2.0**-11 * np.abs(maps) + 2.0**-25
     assert (np.abs(loaded - maps) <= bound).all()
     # The file is a plain float16 .npy named by the CheXlocalize image id.
-    on_disk = np.load(tmp_path / "maps" / "EpsilonPlusFlat" / f"{IMAGE_ID}.npy")
+    on_disk = np.load(RunFolder(tmp_path).maps("EpsilonPlusFlat") / f"{IMAGE_ID}.npy")
     assert on_disk.dtype == np.float16 and on_disk.shape == (14, 24, 24)
-    index = json.loads((tmp_path / "maps" / "EpsilonPlusFlat" / "index.json").read_text())
+    index = json.loads((RunFolder(tmp_path).maps("EpsilonPlusFlat") / "index.json").read_text())
     assert index["classes"] == list(OBSERVATIONS) and index["height"] == index["width"] == 24
 
 
@@ -133,7 +134,7 @@ def test_crash_before_replace_keeps_old_map(tmp_path, monkeypatch):
     monkeypatch.undo()
     np.testing.assert_array_equal(store.load("lrp", IMAGE), old)  # the old map, not a mix
     assert not store.has("lrp", OTHER)
-    assert [p.name for p in (tmp_path / "maps" / "lrp").iterdir()
+    assert [p.name for p in RunFolder(tmp_path).maps("lrp").iterdir()
             if p.name.endswith(".tmp")] == []
 
 
@@ -152,7 +153,7 @@ def test_killed_writer_leaves_no_valid_map(tmp_path):
             os._exit(1)
     _, status = os.waitpid(pid, 0)
     assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
-    folder = tmp_path / "maps" / "lrp"
+    folder = RunFolder(tmp_path).maps("lrp")
     assert any(p.name.endswith(".tmp") for p in folder.iterdir()), "the crash left no temp file"
     assert store.images("lrp") == [IMAGE_ID]
     assert not store.has("lrp", OTHER)
@@ -222,8 +223,8 @@ def test_non_durable_store_writes_the_same(tmp_path, monkeypatch):
     index_fsyncs = len(fsyncs)  # the index is always written durably
     MapStore(tmp_path / "b").save("lrp", IMAGE, np.ones((14, 4, 4)))
     assert len(fsyncs) == 2 * index_fsyncs + 1
-    assert os.path.getsize(tmp_path / "a" / "maps" / "lrp" / f"{IMAGE_ID}.npy") == \
-        os.path.getsize(tmp_path / "b" / "maps" / "lrp" / f"{IMAGE_ID}.npy")
+    assert os.path.getsize(RunFolder(tmp_path / "a").maps("lrp") / f"{IMAGE_ID}.npy") == \
+        os.path.getsize(RunFolder(tmp_path / "b").maps("lrp") / f"{IMAGE_ID}.npy")
 
 
 # ------------------------------------------------------------------ model binding, fill

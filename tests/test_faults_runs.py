@@ -28,6 +28,7 @@ from chexlib.data.cache import ImageCache
 from chexlib.data.images import load_grayscale, resolve_image_path
 from chexlib.errors import RunFolderBusyError
 from chexlib.explain.store import CorruptMapError, MapStore
+from chexlib.run import RunFolder
 from chexlib.runlock import HELD_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -113,7 +114,7 @@ def uninterrupted(tmp_path_factory) -> Path:
     """The checkpoint of the same training run without any kill."""
     out = tmp_path_factory.mktemp("uninterrupted")
     assert _train_in_process(out).status == "trained"
-    return out / "checkpoint.pt"
+    return RunFolder(out).checkpoint
 
 
 # --------------------------------------------------------------------------------------------
@@ -126,15 +127,15 @@ def test_kill_during_training_resumes_to_the_same_weights(tmp_path, uninterrupte
     out = tmp_path / "run"
     child = _child(TRAIN, TESTS=str(TESTS), OUT=str(out))
     # Killed mid-epoch 2: the first epoch's history exists, then one more step's resume point.
-    _wait_for(lambda: (out / "history.csv").exists(), child)
-    first = (out / "checkpoint_last.pt").stat().st_mtime_ns
-    _wait_for(lambda: (out / "checkpoint_last.pt").stat().st_mtime_ns != first, child)
+    _wait_for(lambda: RunFolder(out).history.exists(), child)
+    first = RunFolder(out).last_checkpoint.stat().st_mtime_ns
+    _wait_for(lambda: RunFolder(out).last_checkpoint.stat().st_mtime_ns != first, child)
     _kill(child)
-    state = load_checkpoint(out / "checkpoint_last.pt", image_size=32)
+    state = load_checkpoint(RunFolder(out).last_checkpoint, image_size=32)
     assert state["epoch"] == 1 and state["step"] >= 1  # a mid-epoch resume point
     result = _train_in_process(out)
     assert result.status == "resumed"
-    assert _same_weights(out / "checkpoint.pt", uninterrupted)
+    assert _same_weights(RunFolder(out).checkpoint, uninterrupted)
     assert not list(out.glob(".*.tmp"))
 
 
@@ -147,13 +148,13 @@ def test_kill_during_checkpoint_saving_keeps_the_last_good_checkpoint(tmp_path, 
     _kill(child)
     torn = list(out.glob(".checkpoint_last.pt.*.tmp"))
     assert len(torn) == 1  # killed mid-save indeed
-    state = load_checkpoint(out / "checkpoint_last.pt", image_size=32)
+    state = load_checkpoint(RunFolder(out).last_checkpoint, image_size=32)
     assert (state["epoch"], state["step"]) == (0, 1)  # the last good one, intact
     result = _train_in_process(out)
     assert result.status == "resumed"
     assert any("left by an interrupted save" in note for note in result.notes)
     assert not torn[0].exists()
-    assert _same_weights(out / "checkpoint.pt", uninterrupted)
+    assert _same_weights(RunFolder(out).checkpoint, uninterrupted)
 
 
 STORE = """
@@ -172,7 +173,7 @@ def test_kill_during_heatmap_storing_leaves_only_complete_maps(tmp_path):
     _wait_for(marker.exists, child)
     _kill(child)
     store = MapStore(run)
-    assert len(list((run / "maps" / "lrp").glob(".*.tmp"))) == 1
+    assert len(list(RunFolder(run).maps("lrp").glob(".*.tmp"))) == 1
     assert store.images("lrp") == sorted(Path(p).parent.parent.name + "_study1_view1_frontal"
                                          for p in IMAGES[:3])
     computed = []
@@ -219,7 +220,7 @@ def test_kill_during_a_papermill_run_then_the_rerun_completes(tmp_path, smoke_da
     env = {k: v for k, v in os.environ.items() if k != HELD_ENV}
     child = subprocess.Popen(_series(run, smoke_data), cwd=ROOT, env=env, text=True,
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    executed = run / "notebooks" / "01_data_distribution.ipynb"
+    executed = RunFolder(run).notebook("01_data_distribution.ipynb")
     _wait_for(executed.exists, child)  # papermill has started the notebook
     _kill(child)
     deadline = time.monotonic() + 30  # its kernel notices the dead parent and exits
@@ -309,11 +310,11 @@ def test_heatmap_store_damaged_between_notebooks_is_recomputed(tmp_path, damage)
     elif damage == "truncated_map":
         target.write_bytes(target.read_bytes()[:100])
     elif damage == "garbage_index":
-        (tmp_path / "maps" / "lrp" / "index.json").write_text("{not json")
+        (RunFolder(tmp_path).maps("lrp") / "index.json").write_text("{not json")
     else:
         import shutil
 
-        shutil.rmtree(tmp_path / "maps")
+        shutil.rmtree(RunFolder(tmp_path).maps_dir)
     calls = []
 
     def compute():

@@ -19,6 +19,7 @@ from chexlib.heatmap_quality.compare import (
 from chexlib.explain import explain
 from chexlib.observations import OBSERVATIONS
 from chexlib.reported import ReportedImages
+from chexlib.run import RunFolder
 
 SIZE = 48  # conftest.TINY_SIZE
 
@@ -26,7 +27,7 @@ SIZE = 48  # conftest.TINY_SIZE
 @pytest.fixture(scope="module")
 def run(tiny_run):
     root, run_dir, _, outcomes = tiny_run
-    model, _ = model_from_checkpoint(run_dir / "checkpoint.pt", image_size=SIZE)
+    model, _ = model_from_checkpoint(RunFolder(run_dir).checkpoint, image_size=SIZE)
     return ReportedImages(run_dir, root, SIZE), model, outcomes
 
 

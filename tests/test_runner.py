@@ -8,10 +8,10 @@ from pathlib import Path
 
 import nbformat
 import pytest
-import yaml
 
 from chexlib import params as P
 from chexlib.errors import ParameterError
+from chexlib.run import RunFolder
 from chexlib.runner import NotebookFailed, notebook_paths, run_series
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,7 +54,7 @@ def test_failing_cell_names_notebook_and_cell_and_keeps_partial_output(tmp_path)
     assert "01_test.ipynb failed in the cell with execution count" in msg
     assert "(`raise ValueError('broken on purpose')`)" in msg
     assert "ValueError: broken on purpose" in msg
-    partial = tmp_path / "run" / "notebooks" / "01_test.ipynb"
+    partial = RunFolder(tmp_path / "run").notebook("01_test.ipynb")
     assert str(partial) in msg and partial.is_file()
     executed = nbformat.read(partial, as_version=4)
     errors = [o for c in executed.cells if c.cell_type == "code" for o in c.get("outputs", [])
@@ -79,7 +79,7 @@ def test_injected_parameters_reach_the_notebook(tmp_path):
     result = run_series(params, root=root, log_output=False, echo=lambda s: None)
     seen = json.loads((result.run_dir / "seen.json").read_text())
     assert seen == {"epochs": 7, "lr": 0.5}
-    saved = yaml.safe_load((result.run_dir / "params.yaml").read_text())
+    saved = RunFolder(result.run_dir).read_params()
     assert saved["epochs"] == 7 and Path(saved["data_root"]).is_absolute()
 
 
@@ -150,7 +150,7 @@ def test_smoke_run_of_every_notebook(tmp_path):
     executed = sorted(p.name for p in (run / "notebooks").glob("*.ipynb"))
     assert executed == expected
     for name in executed:
-        nb = nbformat.read(run / "notebooks" / name, as_version=4)
+        nb = nbformat.read(RunFolder(run).notebook(name), as_version=4)
         outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
         assert not [o for o in outputs if o.get("output_type") == "error"], name
         assert nb.metadata["papermill"]["parameters"]["run_dir"] == str(run)
@@ -159,12 +159,12 @@ def test_smoke_run_of_every_notebook(tmp_path):
     assert len(list((run / "figures" / "01_examples").glob("*.png"))) == P.load_preset("smoke")["n_examples"]
     assert {"04_lrp_composites.png", "05_gradcam_layers.png"} <= figures
     for name in ("04_lrp.ipynb", "05_gradcam.ipynb"):  # the browser's last picture is kept
-        nb = nbformat.read(run / "notebooks" / name, as_version=4)
+        nb = nbformat.read(RunFolder(run).notebook(name), as_version=4)
         state = nb.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
         images = [m for m in state.values() if m["model_name"] == "ImageModel"]
         assert len(images) == 1 and images[0]["buffers"][0]["path"] == ["value"], name
         assert len(images[0]["buffers"][0]["data"]) > 1000, name
-    maps = {p.parent.name for p in (run / "maps").glob("*/index.json")}
+    maps = {p.parent.name for p in RunFolder(run).maps_dir.glob("*/index.json")}
     assert {"epsilon_plus_flat", "gradcam"} <= maps
 
 

@@ -23,6 +23,7 @@ from torch import nn
 from chexlib import params as P
 from chexlib.checkpoint import load_checkpoint
 from chexlib.errors import ParameterError
+from chexlib.run import RunFolder
 from chexlib.train import amp_dtype, epoch_batches, fit, masked_bce, train_step
 from chexlib.train.distributed import DistContext, ShardedBatchSampler, shard
 from chexlib.train.launch import TrainingFailed, train_with_torchrun
@@ -105,28 +106,29 @@ def test_notebook_02_trains_with_two_gloo_processes_and_notebook_03_evaluates(tm
                           env=_child_env(tmp_path))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
-    log = (run / "train.log").read_text()
+    log = RunFolder(run).train_log.read_text()
     assert "training on 2 process(es), backend gloo, 8 images per step in all" in log
     assert "rank 0 of 2" in log and "rank 1" not in log
-    result = json.loads((run / "train_result.json").read_text())
+    result = json.loads(RunFolder(run).train_result.read_text())
     assert result["status"] == "trained" and result["images_per_second"] > 0
-    history = pd.read_csv(run / "history.csv")
+    history = pd.read_csv(RunFolder(run).history)
     assert history["epoch"].tolist() == [1] and np.isfinite(history.drop(columns="epoch")).all().all()
 
     rank0, rank1 = _writes(tmp_path, "0", run), _writes(tmp_path, "1", run)
     assert rank1 == [], f"rank 1 wrote into the run folder: {rank1}"
-    written = {Path(p).name for p in rank0}
-    assert {"checkpoint.pt", "checkpoint_last.pt", "history.csv", "train.log",
-            "train_result.json"} <= written
+    written = {Path(p).resolve() for p in rank0}
+    folder = RunFolder(run)
+    assert {p.resolve() for p in (folder.checkpoint, folder.last_checkpoint, folder.history,
+                                  folder.train_log, folder.train_result)} <= written
     assert _writes(tmp_path, "1", tmp_path / "cache") == []  # rank 0 built the image cache
 
-    state = load_checkpoint(run / "checkpoint.pt", image_size=64)
+    state = load_checkpoint(RunFolder(run).checkpoint, image_size=64)
     assert state["best"]["epoch"] == 1
-    nb03 = run / "notebooks" / "03_evaluation.ipynb"
+    nb03 = RunFolder(run).notebook("03_evaluation.ipynb")
     assert nb03.is_file()
-    predictions = pd.read_csv(run / "predictions.csv")
+    predictions = pd.read_csv(RunFolder(run).predictions)
     assert len(predictions) == P.load_preset("smoke")["phantom_n_valid"]
-    assert {"metrics.json", "outcomes.csv"} <= {p.name for p in run.iterdir()}
+    assert folder.metrics.is_file() and folder.outcomes.is_file()
 
 
 @pytest.mark.slow
@@ -155,15 +157,15 @@ def test_one_process_torchrun_equals_in_process_training(tmp_path):
     proc = subprocess.run(cmd, check=False, capture_output=True, text=True, cwd=ROOT, timeout=600,
                           env=_child_env(tmp_path))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "training on 1 process(es), backend gloo" in (tmp_path / "torchrun" / "train.log").read_text()
+    assert "training on 1 process(es), backend gloo" in RunFolder(tmp_path / "torchrun").train_log.read_text()
 
-    a = torch.load(tmp_path / "inproc" / "checkpoint.pt", weights_only=True)["model_state"]
-    b = torch.load(tmp_path / "torchrun" / "checkpoint.pt", weights_only=True)["model_state"]
+    a = torch.load(RunFolder(tmp_path / "inproc").checkpoint, weights_only=True)["model_state"]
+    b = torch.load(RunFolder(tmp_path / "torchrun").checkpoint, weights_only=True)["model_state"]
     assert a.keys() == b.keys()
     different = [k for k in a if not torch.equal(a[k], b[k])]
     assert different == []
     pd.testing.assert_frame_equal(inproc.history,
-                                  pd.read_csv(tmp_path / "torchrun" / "history.csv"))
+                                  pd.read_csv(RunFolder(tmp_path / "torchrun").history))
 
 
 @pytest.mark.slow
