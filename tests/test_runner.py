@@ -1,6 +1,7 @@
 """The papermill runner: a smoke run of every notebook, failures and timeouts reported clearly."""
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -12,7 +13,7 @@ import pytest
 from chexlib import params as P
 from chexlib.errors import ParameterError
 from chexlib.run import RunFolder
-from chexlib.runner import NotebookFailed, notebook_paths, run_series
+from chexlib.runner import NotebookFailed, install_kernel, notebook_paths, run_series
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -166,12 +167,38 @@ def test_smoke_run_of_every_notebook(tmp_path):
         assert len(images[0]["buffers"][0]["data"]) > 1000, name
     maps = {p.parent.name for p in RunFolder(run).maps_dir.glob("*/index.json")}
     assert {"epsilon_plus_flat", "gradcam"} <= maps
+    _notebook_03_opened_by_hand(RunFolder(run), tmp_path)
+
+
+def _notebook_03_opened_by_hand(run: RunFolder, tmp_path: Path) -> None:
+    """Notebook 03 run alone, as from JupyterLab (working directory notebooks/, no runner): only
+    run_dir is changed in its cell; image size, data and policy come from the smoke run's
+    params.yaml (the defaults, 128 px, would not fit the 64 px checkpoint)."""
+    import papermill
+
+    series = run.read_params()
+    before = {path: path.read_bytes() for path in (run.predictions, run.metrics, run.outcomes)}
+    for path in before:
+        path.unlink()
+    saved = os.environ.get("JUPYTER_PATH")
+    try:
+        papermill.execute_notebook(str(ROOT / "notebooks" / "03_evaluation.ipynb"),
+                                   str(tmp_path / "03_by_hand.ipynb"),
+                                   parameters={"run_dir": str(run.path)},
+                                   cwd=str(ROOT / "notebooks"),
+                                   kernel_name=install_kernel(tmp_path / "jupyter"),
+                                   progress_bar=False, execution_timeout=600)
+    finally:  # install_kernel put its folder first on JUPYTER_PATH
+        if saved is None:
+            os.environ.pop("JUPYTER_PATH", None)
+        else:
+            os.environ["JUPYTER_PATH"] = saved
+    assert {path: path.read_bytes() for path in before} == before
+    assert run.read_params() == series  # its own names have the smoke run's values: same record
 
 
 @pytest.mark.slow
 def test_run_series_leaves_the_callers_environment_alone(tmp_path, monkeypatch):
-    import os
-
     monkeypatch.delenv("CHEXLIB_ROOT", raising=False)
     monkeypatch.delenv("CHEXLIB_PROGRESS", raising=False)
     monkeypatch.setenv("JUPYTER_PATH", "/somewhere")
