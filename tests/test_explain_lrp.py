@@ -253,7 +253,11 @@ def test_batches_and_cached_copy_give_the_same_maps(images):
     model = _model(shift=True, classifier_bias=True)
     whole = lrp(model, images, classes=[2])
     split = lrp(model, images, classes=[2], batch_size=1)
-    torch.testing.assert_close(split, whole, rtol=0, atol=1e-6)
+    # Float32 rounding, not a different map: for batch 1 and batch 2 oneDNN may pick other
+    # convolution kernels, and LRP's division by small z sums amplifies their rounding (measured
+    # on an AMD EPYC: 0.11 % of the map's peak, 1.2e-6; atol 1e-6 failed there). A batching bug
+    # (images mixed up, a sample dropped) differs by the whole map.
+    torch.testing.assert_close(split, whole, rtol=0, atol=5e-3 * float(whole.abs().max()))
     with torch.no_grad():
         model.classifier.weight.mul_(2)  # the cached copy is now stale and must be rebuilt
     torch.testing.assert_close(lrp(model, images, classes=[2]), 2 * whole, rtol=1e-4, atol=1e-6)

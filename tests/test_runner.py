@@ -94,12 +94,13 @@ def _one_cell_notebook(root: Path, source: str) -> None:
 
 
 def test_notebook_declaring_an_unknown_name_or_no_run_dir_is_refused(tmp_path):
+    params = _params(tmp_path)
     _one_cell_notebook(tmp_path / "a", "run_dir = 'runs/default'\nepoch = 3")
     with pytest.raises(ParameterError, match=r"01_x.ipynb: the parameters cell.*\['epoch'\]"):
-        run_series(_params(tmp_path), root=tmp_path / "a", echo=lambda s: None)
+        run_series(params, root=tmp_path / "a", echo=lambda s: None)
     _one_cell_notebook(tmp_path / "b", "epochs = 3")
     with pytest.raises(ParameterError, match="01_x.ipynb: the parameters cell.*run_dir is missing"):
-        run_series(_params(tmp_path), root=tmp_path / "b", echo=lambda s: None)
+        run_series(params, root=tmp_path / "b", echo=lambda s: None)
     assert not (tmp_path / "run").exists()  # refused before the run folder is touched
 
 
