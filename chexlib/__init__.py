@@ -72,9 +72,10 @@ explanations (notebooks 04-05)
 chexlib.methods                       the registry of explanation methods (importable without torch)
 chexlib.explain                       explanations of the DenseNet-121's predictions
 chexlib.explain.inputs                an explainable copy of the model, class names to indices
+chexlib.explain.canonizers            DenseNet-121 with every BatchNorm merged into a linear layer
 chexlib.explain.composites            named LRP composites: which zennit rule explains which layer
 chexlib.explain.lrp                   LRP heatmaps of any set of classes from one forward pass
-chexlib.explain.conservation          how much of each logit an LRP map accounts for
+chexlib.explain.conservation          where each logit's relevance goes: pixels, each bias, epsilon
 chexlib.explain.cam                   the class-activation-map algorithm Grad-CAM and Grad-CAM++ share
 chexlib.explain.gradcam               Grad-CAM: spatially averaged gradients as channel weights
 chexlib.explain.gradcam_pp            Grad-CAM++: pixel-weighted positive gradients
@@ -89,6 +90,7 @@ chexlib.heatmap_quality               heatmap quality, batched over maps (the cl
 chexlib.heatmap_quality.localisation  pointing game, relevance mass and rank accuracy, Otsu IoU, chance
 chexlib.heatmap_quality.faithfulness  region perturbation (MoRF / LeRF) and AOPC
 chexlib.heatmap_quality.sanity        cascading model-parameter randomisation
+chexlib.heatmap_quality.artefacts     grid artefacts of heatmaps: the blockiness ratio
 chexlib.heatmap_quality.compare       notebook 06: the pairs, every method's maps, tables, key insights
 
 figures and the browser
@@ -100,6 +102,7 @@ chexlib.plots.heatmap_arrays          heatmaps as arrays: symmetric colour scale
 chexlib.plots.heatmaps                signed relevance maps over the radiograph, per class, method, image
 chexlib.plots.galleries               galleries of correct and incorrect predictions; methods side by side
 chexlib.plots.heatmap_quality         plots of chexlib.heatmap_quality: localisation, curves, summary
+chexlib.plots.relevance               where LRP relevance goes, grid artefacts (notebook 04)
 chexlib.browser                       the heatmap browser: reported images by class, outcome and method
 chexlib.browser.source                maps by method: from the store, else computed and stored
 chexlib.browser.render                what a browser state shows, as PNG bytes and a caption

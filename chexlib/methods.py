@@ -21,6 +21,9 @@ Kinds:
 
 ``lrp``          a zennit composite (:mod:`chexlib.explain.composites`), computed by
                  :func:`chexlib.explain.lrp.lrp`; its entry also names the composite's builder
+                 and the BatchNorm treatment: ``epsilon_plus_flat`` folds them into linear
+                 layers (:mod:`chexlib.explain.canonizers`), ``epsilon_plus_flat-pass`` keeps
+                 them (zennit's ``Pass``)
 ``cam``          a class-activation-map method on a layer (:data:`CAM_LAYERS`): ``gradcam`` on the
                  default layer, ``gradcam-features.denseblock3`` on another
                  (:func:`cam_method_name`)
@@ -41,6 +44,13 @@ from typing import Any
 from chexlib.errors import ParameterError
 
 KINDS: tuple[str, ...] = ("lrp", "cam", "combination", "baseline")
+#: How an LRP method treats the network's BatchNorms (:mod:`chexlib.explain.canonizers`).
+BATCHNORM_CHOICES: tuple[str, ...] = ("fold", "pass")
+#: The suffix of an LRP method that keeps the BatchNorms (``epsilon_plus_flat-pass``).
+PASS_SUFFIX = "-pass"
+#: The series' LRP composite (galleries, stored maps, browser, the LRP x Grad-CAM combination):
+#: the fewest grid artefacts on the canonized DenseNet (:mod:`chexlib.explain.composites`).
+DEFAULT_COMPOSITE = "montavon2019_epsilon_pixels"
 
 #: DenseNet-121's convolutional stages a CAM can look at, by module name, input to output; the
 #: last, the head's ReLU (the rectified final feature maps), is the default.
@@ -157,15 +167,42 @@ def register(name: str, kind: str, description: str, function: str | Callable, *
     return method
 
 
-def register_composite(name: str, description: str, composite: str | Callable) -> Method:
+def register_composite(name: str, description: str, composite: str | Callable,
+                       batchnorm: str = "fold") -> Method:
     """Register an LRP composite: maps by :func:`chexlib.explain.lrp.lrp` with ``composite``.
 
     ``composite`` builds the zennit composite, ``(low, high, epsilon) -> Composite``
     (:func:`chexlib.explain.composites.make_composite` passes the z^B bounds and the epsilon
-    override), or is its path.
+    override), or is its path. ``batchnorm`` is how the network's BatchNorms are treated:
+    ``"fold"`` (merged into linear layers, :mod:`chexlib.explain.canonizers`) or ``"pass"``
+    (kept, zennit's ``Pass`` rule); one name always means one treatment, so the heatmap store
+    never mixes the two.
     """
+    if batchnorm not in BATCHNORM_CHOICES:
+        raise ParameterError(f"method {name!r}: batchnorm={batchnorm!r}; expected one of "
+                             f"{', '.join(BATCHNORM_CHOICES)}")
     return register(name, "lrp", description, "chexlib.explain.lrp:lrp",
-                    options={"composite": name}, composite=composite)
+                    options={"composite": name, "batchnorm": batchnorm}, composite=composite)
+
+
+def lrp_batchnorm(name: str) -> str:
+    """How the LRP method ``name`` treats BatchNorms: ``"fold"`` or ``"pass"``.
+
+    Raises
+    ------
+    ParameterError
+        ``name`` is not a registered LRP composite.
+    """
+    method = _REGISTRY.get(name)
+    if method is None or method.kind != "lrp":
+        raise ParameterError(f"composite={name!r}: unknown LRP composite; expected one of "
+                             f"{', '.join(registered('lrp'))}")
+    return method.options.get("batchnorm", "fold")
+
+
+def pass_variant(name: str) -> str:
+    """The name of composite ``name`` with its BatchNorms kept: ``epsilon_plus_flat-pass``."""
+    return f"{name}{PASS_SUFFIX}"
 
 
 def unregister(name: str) -> Method:
@@ -252,7 +289,8 @@ def names(kind: str) -> Names:
 
 #: The LRP composites, each with a one-line description (details in
 #: :mod:`chexlib.explain.composites`). Order: the study's variants first, then zennit's
-#: composites, then Montavon et al. 2019's recipe.
+#: composites, then Montavon et al. 2019's recipe (all with BatchNorms folded), then each of
+#: them with BatchNorms kept (``<name>-pass``).
 LRP_COMPOSITES: Mapping[str, str] = Descriptions("lrp")
 #: The class-activation-map methods (:mod:`chexlib.explain.cam`).
 CAM_METHODS: Mapping[str, str] = Descriptions("cam")
@@ -263,10 +301,10 @@ BASELINES: Mapping[str, str] = Descriptions("baseline")
 
 _COMPOSITES = "chexlib.explain.composites:"
 register_composite(
-    "epsilon", "LRP-epsilon (eps=0.25) on convolutions, BatchNorms and the classifier",
+    "epsilon", "LRP-epsilon (eps=0.25 x layer output RMS) on convolutions and the classifier",
     _COMPOSITES + "epsilon_composite")
 register_composite(
-    "z", "LRP-0 (eps=1e-9) on convolutions, BatchNorms and the classifier",
+    "z", "LRP-0 (eps=1e-9) on convolutions and the classifier: gradient x input",
     _COMPOSITES + "z_composite")
 register_composite(
     "alpha2_beta1", "LRP-alpha2-beta1 on convolutions, LRP-epsilon on the classifier",
@@ -280,18 +318,30 @@ register_composite(
     _COMPOSITES + "epsilon_plus_flat_composite")
 register_composite(
     "epsilon_gamma_box",
-    "zennit EpsilonGammaBox: z^B on pixels, gamma on convolutions, epsilon on top",
+    "zennit EpsilonGammaBox: z^B on pixels, gamma on convolutions, epsilon on top, "
+    "proportional max pool",
     _COMPOSITES + "epsilon_gamma_box_composite")
 register_composite(
-    "montavon2019", "Montavon 2019: z^B pixels, gamma lower, epsilon middle, LRP-0 classifier",
+    "montavon2019", "Montavon 2019: z^B pixels, gamma lower, epsilon middle, LRP-0 classifier, "
+    "proportional max pool",
     _COMPOSITES + "montavon2019_composite")
+register_composite(
+    "montavon2019_epsilon_pixels",
+    "Montavon 2019 with scale-aware epsilon, not z^B, on pixels: the fewest grid artefacts",
+    _COMPOSITES + "montavon2019_epsilon_pixels_composite")
+#: The LRP composites proper (BatchNorms folded), in registration order.
+FOLDED_COMPOSITES: tuple[str, ...] = tuple(registered("lrp"))
+for _name in FOLDED_COMPOSITES:
+    register_composite(
+        pass_variant(_name), f"{_name} on the network with its BatchNorms kept, not folded",
+        _REGISTRY[_name].composite, batchnorm="pass")
 register("gradcam", "cam",
          "Grad-CAM: channel weights = spatially averaged gradients of the class logit",
          "chexlib.explain.gradcam:gradcam")
 register("gradcam_pp", "cam", "Grad-CAM++: channel weights = pixel-weighted positive gradients",
          "chexlib.explain.gradcam_pp:gradcam_pp")
 register("lrp_gradcam", "combination",
-         "LRP (epsilon_plus_flat) gated by the normalised Grad-CAM map of the class",
+         f"LRP ({DEFAULT_COMPOSITE}) gated by the normalised Grad-CAM map of the class",
          "chexlib.explain.combined:lrp_gradcam")
 #: The baseline "method": a seeded random map per pair, the chance level of every metric.
 RANDOM: str = register(
@@ -355,6 +405,33 @@ def comparison_methods(composites: Sequence[str]) -> list[str]:
     combinations and the baselines (``[*composites, "gradcam", "gradcam_pp", "lrp_gradcam",
     "random"]``)."""
     return [*composites, *CAM_METHODS, *COMBINED_METHODS, *BASELINES]
+
+
+#: Bumped whenever the maps of registered methods change meaning, so that a heatmap store
+#: recomputes what an earlier chexlib stored. 2: BatchNorms folded by default, the proportional
+#: max pool, the scale-aware epsilon, per-channel z^B bounds.
+MAP_REVISION = 2
+
+
+def definition(name: str) -> str | None:
+    """What the maps of method ``name`` are, as a string the heatmap store records: the map
+    revision, kind, function, options (an LRP composite's BatchNorm treatment) and composite
+    builder. None for a name that is not registered (the store then checks nothing more)."""
+    method = _REGISTRY.get(name)
+    if method is None:
+        name, _, layer = str(name).partition("-")
+        method = _REGISTRY.get(name)
+        if method is None or method.kind != "cam":
+            return None
+    options = ",".join(f"{key}={value}" for key, value in sorted(method.options.items()))
+    return (f"revision {MAP_REVISION}; {method.kind}; {_path_of(method.function)}; "
+            f"{options}; {_path_of(method.composite)}")
+
+
+def _path_of(function: str | Callable | None) -> str:
+    if function is None or isinstance(function, str):
+        return str(function)
+    return f"{getattr(function, '__module__', '?')}:{getattr(function, '__qualname__', '?')}"
 
 
 def table() -> str:

@@ -21,7 +21,8 @@ from typing import Any
 import yaml
 
 from chexlib.errors import MissingFileError, ParameterError
-from chexlib.methods import CAM_LAYERS, LRP_COMPOSITES, names
+from chexlib.methods import (CAM_LAYERS, DEFAULT_COMPOSITE, FOLDED_COMPOSITES, names,
+                             pass_variant)
 from chexlib.observations import OBSERVATIONS, UNCERTAINTY_POLICIES
 
 
@@ -95,9 +96,10 @@ SCHEMA: dict[str, Param] = {
                                     "Support Devices"],
                              "observations shown in the figures", item_choices=OBSERVATIONS),
     "n_examples": Param(int, 8, "example images per gallery", low=1, high=64),
-    "lrp_composite": Param(str, "epsilon_plus_flat", "LRP composite of the galleries, the stored "
+    "lrp_composite": Param(str, DEFAULT_COMPOSITE, "LRP composite of the galleries, the stored "
                            "maps and the browser", choices=names("lrp")),
-    "composites": Param(list, list(LRP_COMPOSITES), "LRP composites compared side by side",
+    "composites": Param(list, [*FOLDED_COMPOSITES, pass_variant(DEFAULT_COMPOSITE)],
+                        "LRP composites compared side by side (-pass: BatchNorms not folded)",
                         item_choices=names("lrp")),
     "gradcam_layer": Param(str, "relu", "Grad-CAM layer: the head's ReLU (rectified final feature "
                            "maps) or a convolutional stage", choices=CAM_LAYERS),

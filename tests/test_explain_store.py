@@ -245,6 +245,27 @@ def test_maps_of_another_model_are_stale_and_removed_on_the_next_save(tmp_path):
     assert MapStore(tmp_path).has("z", other)  # a store without a model reads any
 
 
+def test_maps_of_an_earlier_definition_are_stale_and_fold_and_pass_never_mix(tmp_path):
+    # An index written before BatchNorms were folded (no "definition") holds Pass-BatchNorm maps
+    # under the folded name: never shown, recomputed.
+    store = MapStore(tmp_path, model="aaaa")
+    store.save("zplus", IMAGE_ID, np.ones((14, 4, 4)))
+    index_path = RunFolder(tmp_path).maps("zplus") / "index.json"
+    index = json.loads(index_path.read_text())
+    assert "batchnorm=fold" in index["definition"]
+    del index["definition"]
+    index_path.write_text(json.dumps(index))
+    assert not store.has("zplus", IMAGE_ID)
+    with pytest.raises(MapNotFoundError, match="earlier chexlib"):
+        store.load("zplus", IMAGE_ID)
+    store.save("zplus-pass", IMAGE_ID, np.full((14, 4, 4), 2.0))
+    store.save("zplus", IMAGE_ID, np.full((14, 4, 4), 3.0))
+    assert store.load("zplus", IMAGE_ID)[0, 0, 0] == 3.0
+    assert store.load("zplus-pass", IMAGE_ID)[0, 0, 0] == 2.0
+    assert "batchnorm=pass" in json.loads(
+        (RunFolder(tmp_path).maps("zplus-pass") / "index.json").read_text())["definition"]
+
+
 def test_fill_computes_only_missing_maps_in_batches(tmp_path):
     store = MapStore(tmp_path, durable=False)
     ids = [f"patient{n:05d}_study1_view1_frontal" for n in range(5)]

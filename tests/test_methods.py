@@ -30,8 +30,9 @@ from chexlib.explain.store import MapStore
 from chexlib.heatmap_quality.compare import RANDOM, pair_maps
 
 README = Path(__file__).resolve().parents[1] / "README.md"
-COMPOSITES = ["epsilon", "z", "alpha2_beta1", "zplus", "epsilon_plus_flat", "epsilon_gamma_box",
-              "montavon2019"]
+FOLDED = ["epsilon", "z", "alpha2_beta1", "zplus", "epsilon_plus_flat", "epsilon_gamma_box",
+          "montavon2019", "montavon2019_epsilon_pixels"]
+COMPOSITES = FOLDED + [f"{name}-pass" for name in FOLDED]
 IDS = ["patient00001_study1_view1_frontal", "patient00002_study1_view1_frontal",
        "patient00003_study2_view1_lateral"]
 
@@ -42,16 +43,19 @@ def test_names_and_order_are_those_of_before():
     assert list(methods.COMBINED_METHODS) == ["lrp_gradcam"]
     assert list(methods.BASELINES) == [RANDOM] == ["random"]
     assert method_names() == [*COMPOSITES, "gradcam", "gradcam_pp", "lrp_gradcam"]
-    assert method_names(["relu", "features.denseblock3"])[7:11] == [
+    assert method_names(["relu", "features.denseblock3"])[16:20] == [
         "gradcam", "gradcam-features.denseblock3", "gradcam_pp", "gradcam_pp-features.denseblock3"]
     assert methods.comparison_methods(["zplus", "epsilon"]) == [
         "zplus", "epsilon", "gradcam", "gradcam_pp", "lrp_gradcam", "random"]
     assert parse_method("gradcam") == ("gradcam", "relu")
     assert parse_method("lrp_gradcam") == ("lrp_gradcam", None)
     assert parse_method("zplus") == ("lrp", "zplus")
+    assert parse_method("zplus-pass") == ("lrp", "zplus-pass")
+    assert [methods.lrp_batchnorm(name) for name in COMPOSITES] == ["fold"] * 8 + ["pass"] * 8
     assert {m.kind for m in methods.registered().values()} == set(methods.KINDS)
     assert P.SCHEMA["lrp_composite"].choices == tuple(COMPOSITES)
-    assert P.SCHEMA["composites"].default == COMPOSITES
+    assert P.SCHEMA["composites"].default == FOLDED + ["montavon2019_epsilon_pixels-pass"]
+    assert P.SCHEMA["lrp_composite"].default == methods.DEFAULT_COMPOSITE
 
 
 def test_descriptions_and_views_behave_as_dicts():
@@ -174,7 +178,7 @@ def test_a_registered_composite_is_a_parameter_choice_and_an_lrp_method():
     name = "test_flat_half"
     with temporary(lambda: methods.register_composite(name, "EpsilonPlusFlat, eps 0.5", builder),
                    name):
-        assert list(methods.LRP_COMPOSITES)[-1] == name and method_names()[7] == name
+        assert list(methods.LRP_COMPOSITES)[-1] == name and method_names()[16] == name
         assert P.validate({"lrp_composite": name, "composites": ["z", name]})["composites"] == [
             "z", name]
         assert name in P.describe()

@@ -12,6 +12,7 @@ import pytest
 
 from chexlib import params as P
 from chexlib.errors import ParameterError
+from chexlib.methods import DEFAULT_COMPOSITE
 from chexlib.run import RunFolder
 from chexlib.runner import NotebookFailed, install_kernel, notebook_paths, run_series
 
@@ -167,7 +168,7 @@ def test_smoke_run_of_every_notebook(tmp_path):
         assert len(images) == 1 and images[0]["buffers"][0]["path"] == ["value"], name
         assert len(images[0]["buffers"][0]["data"]) > 1000, name
     maps = {p.parent.name for p in RunFolder(run).maps_dir.glob("*/index.json")}
-    assert {"epsilon_plus_flat", "gradcam"} <= maps
+    assert {DEFAULT_COMPOSITE, "gradcam"} <= maps
     _notebook_03_opened_by_hand(RunFolder(run), tmp_path)
 
 

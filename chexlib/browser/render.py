@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image
 
 from chexlib.errors import ParameterError
+from chexlib.methods import DEFAULT_COMPOSITE
 from chexlib.observations import OBSERVATIONS, observation_index
 from chexlib.plots.heatmap_arrays import colormap, rgba, symmetric_limit
 from chexlib.plots.heatmaps import grid_classes
@@ -34,7 +35,7 @@ class BrowserState:
 
     observation: str = "Pleural Effusion"
     outcome: str = "all"
-    method: str = "epsilon_plus_flat"
+    method: str = DEFAULT_COMPOSITE
     position: int = 0
     alpha: float = 0.6
     scale: str = "per_map"

@@ -1,6 +1,7 @@
 """chexlib.explain: explanations of the DenseNet-121's predictions.
 
 ``chexlib.explain.inputs``        the explainable copy of a model, class names, checked inputs
+``chexlib.explain.canonizers``    DenseNet-121 with every BatchNorm merged into a linear layer
 ``chexlib.explain.composites``    named LRP composites (zennit rules per layer)
 ``chexlib.explain.lrp``           LRP maps of many classes from one forward pass
 ``chexlib.explain.conservation``  where relevance goes: map sums vs logits and biases
@@ -15,6 +16,7 @@
 """
 
 from chexlib.explain.baseline import random_maps
+from chexlib.explain.canonizers import canonize_densenet
 from chexlib.explain.cam import DEFAULT_LAYER, layer_names
 from chexlib.explain.combined import lrp_gradcam
 from chexlib.explain.composites import (
@@ -23,7 +25,7 @@ from chexlib.explain.composites import (
     lrp_composites,
     make_composite,
 )
-from chexlib.explain.conservation import batchnorm_shift_share, conservation_table
+from chexlib.explain.conservation import conservation_table, lrp0_bias_shares, relevance_shares
 from chexlib.explain.dispatch import explain, method_names
 from chexlib.explain.gradcam import GradCAM, gradcam
 from chexlib.explain.gradcam_pp import GradCAMPlusPlus, gradcam_pp
@@ -32,7 +34,7 @@ from chexlib.explain.lrp import lrp
 from chexlib.explain.store import CorruptMapError, MapNotFoundError, MapStore, MapStoreError
 
 __all__ = ["DEFAULT_LAYER", "LRP_COMPOSITES", "PASS_BATCHNORM", "CorruptMapError", "GradCAM", "GradCAMPlusPlus",
-           "MapNotFoundError", "MapStore", "MapStoreError", "batchnorm_shift_share",
+           "MapNotFoundError", "MapStore", "MapStoreError", "canonize_densenet",
            "class_indices", "conservation_table", "explain", "explainable_copy", "gradcam",
            "gradcam_pp", "layer_names", "lrp", "lrp_composites", "lrp_gradcam", "make_composite",
-           "method_names", "random_maps"]
+           "lrp0_bias_shares", "method_names", "random_maps", "relevance_shares"]

@@ -21,6 +21,7 @@ from torch import nn
 
 from chexlib.explain.gradcam import gradcam
 from chexlib.explain.lrp import lrp
+from chexlib.methods import DEFAULT_COMPOSITE
 
 
 def gradcam_gate(cam: torch.Tensor) -> torch.Tensor:
@@ -32,7 +33,7 @@ def gradcam_gate(cam: torch.Tensor) -> torch.Tensor:
 
 def lrp_gradcam(model: nn.Module, images: torch.Tensor,
                 classes: Sequence[str | int] | str | int | None = None,
-                composite: str = "epsilon_plus_flat", layer: str | None = None,
+                composite: str = DEFAULT_COMPOSITE, layer: str | None = None,
                 batch_size: int | None = None) -> torch.Tensor:
     """LRP relevance gated by the normalised Grad-CAM map, [B, K, H, W] (module docstring)."""
     relevance = lrp(model, images, classes, composite=composite, batch_size=batch_size)

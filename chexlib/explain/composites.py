@@ -6,7 +6,8 @@ registry (:func:`chexlib.methods.register_composite`) that names its builder in 
 (``zplus`` -> :func:`zplus_composite`, ...):
 
 =====================  ========================================================================
-``epsilon``            LRP-epsilon on every convolution, BatchNorm and the classifier, eps = 0.25
+``epsilon``            LRP-epsilon on every convolution and the classifier, scale-aware:
+                       eps = 0.25 x the root mean square of the layer's output (per image)
 ``z``                  LRP-0 everywhere (epsilon = 1e-9: only guards against division by zero)
 ``alpha2_beta1``       LRP-alpha2-beta1 on every convolution, LRP-epsilon (1e-6) on the classifier
 ``zplus``              Deep-Taylor style: z+ on the convolutions, z^B (ZBox) on the pixel layer,
@@ -14,50 +15,66 @@ registry (:func:`chexlib.methods.register_composite`) that names its builder in 
 ``epsilon_plus_flat``  zennit's EpsilonPlusFlat: flat on the pixel layer, z+ on the other
                        convolutions, LRP-epsilon (1e-6) on the classifier
 ``epsilon_gamma_box``  zennit's EpsilonGammaBox: z^B on the pixel layer, gamma (0.25) on the other
-                       convolutions, LRP-epsilon (1e-6) on the classifier
+                       convolutions, LRP-epsilon (1e-6) on the classifier; the max pool
+                       proportional (:class:`ProportionalMaxPool`)
 ``montavon2019``       Montavon et al. 2019's recipe by depth (see below)
+``montavon2019_``      the same with the scale-aware epsilon instead of z^B on the pixel layer:
+``epsilon_pixels``     the series' default (the fewest grid artefacts, see below)
 =====================  ========================================================================
 
-Every composite also carries zennit's base map: ``Pass`` on ReLUs and BatchNorms (relevance goes
-through unchanged), ``Norm`` on average pools (the transitions' 2x2 pools and the head's global
-pool). Max pooling (``pool0``) and ``torch.cat`` keep their gradient, which is already exact LRP
-for them (each output's relevance goes to the input it came from).
+Each is explained on the canonized network by default (:mod:`chexlib.explain.canonizers`:
+BatchNorms folded into linear layers, whose biases then absorb the shifts' share), or on the
+network as it is with the registry's ``<name>-pass`` (:func:`chexlib.explain.lrp.lrp`'s
+``batchnorm``).
 
-BatchNorm and the epsilon rule: an epsilon (or LRP-0) rule divides a neuron's relevance by the
-neuron's own output, so that relevance must be in proportion to that output. With ``Pass`` on a
-BatchNorm whose shift is not zero, it is not (it follows the shifted, rectified value), a near-zero
-pre-BatchNorm output gets a large relevance, and LRP-0 on a random DenseNet-121 produced maps of
-1e25. So ``epsilon`` and ``z`` apply their epsilon rule to BatchNorms too (an affine layer in
-eval mode; its shift absorbs relevance like any bias), and ``montavon2019`` does so from
-``denseblock3`` on (its epsilon region, ``norm5`` included). Then LRP-0 (``z``) equals gradient x
-input exactly (tested): it sums to the logit only when no BatchNorm shifts it; a trained
-network's shifts absorb (or add) relevance. The z+, alpha-beta, gamma and flat rules divide by
-sums of positive parts, are not disturbed by the shift, and keep ``Pass``: conservative whatever
-the BatchNorm statistics (tested) with one exception. A feature that is exactly zero over a
-layer's whole receptive field (a dead channel, a uniform background patch after a ReLU) can be
-lit up by the next BatchNorm's positive shift and receive relevance, which its own layer then
-has no positive contribution to hand it to (z+, gamma, alpha-beta) or its pooling window no
-activation (``Norm``): that relevance is the shift's, and it stops there, absorbed like a bias.
-On random inputs this does not occur (conservation to 1e-5, tested); a test with 16 dead
-channels shows the loss (about 1%) and that it vanishes when BatchNorm(0) = 0. On the trained
-``default`` model and real phantom images these composites keep 97-102 % of the logit minus
-the classifier bias (notebook 04, section 2).
+Every composite also carries zennit's base map: ``Pass`` on ReLUs (and on BatchNorms, which only
+the ``-pass`` variants still have), ``Norm`` on average pools (the transitions' 2x2 pools and the
+head's global pool). ``torch.cat`` keeps its gradient, exact LRP for it. The thresholded ReLUs
+of the canonized network keep their gradient too (pass where active, absorb the baseline's share
+elsewhere). The max pool (``pool0``) keeps its gradient, winner-take-all, except where a
+composite says otherwise: only about a fifth of ``relu0``'s positions then receive relevance,
+one of the sources of the 4 px grid in the maps (:func:`chexlib.heatmap_quality.artefacts.blockiness`).
+
+Remedies for the grid: gamma in the lower layers, and the proportional max-pool rule, which
+treats the pool like a sum pool: each output's relevance goes to its window's inputs in
+proportion to their values (conservative; for the non-negative inputs after ``relu0`` the
+natural LRP treatment of a pooling layer). The usual advice for the pixel layer, z^B (Montavon et
+al. 2019) rather than flat (which spreads each first-layer neuron's relevance uniformly over its
+7x7 field), did not hold on the canonized network of the trained ``default`` model: z^B's
+bound terms follow the stride-2 pattern of ``conv0`` and, measured with
+``benchmarks/lrp_artefacts.py`` on 4 images x 14 classes, ``montavon2019`` had blockiness
+1.34 / 1.39 at periods 4 / 8, the same recipe with the scale-aware epsilon at the pixels 1.04 /
+1.07 (flat there: 1.37 / 1.47). So ``montavon2019_epsilon_pixels`` is the series' default.
+
+z^B bounds: the real range of each colour channel after ImageNet normalisation
+(:data:`INPUT_LOW`, :data:`INPUT_HIGH`, tensors [1, 3, 1, 1]: ``(0 - mean) / std`` and
+``(1 - mean) / std`` per channel).
+
+BatchNorm and the epsilon rule (``-pass`` variants only): an epsilon (or LRP-0) rule divides a
+neuron's relevance by the neuron's own output, so that relevance must be in proportion to that
+output. With ``Pass`` on a BatchNorm whose shift is not zero it is not, and LRP-0 on a random
+DenseNet-121 produced maps of 1e25; so ``epsilon-pass`` and ``z-pass`` apply their epsilon rule
+to BatchNorms too, and ``montavon2019-pass`` does so from ``denseblock3`` on. The z+,
+alpha-beta, gamma and flat rules divide by sums of positive parts and keep ``Pass``.
 
 ``montavon2019`` groups DenseNet-121's layers by depth, by module name:
 
 - pixels: the first convolution (``features.conv0``) -> z^B with the input's real range;
-- lower: ``denseblock1``, ``transition1``, ``denseblock2``, ``transition2`` -> gamma (0.25);
-- middle: ``denseblock3``, ``transition3``, ``denseblock4`` (and their BatchNorms, ``norm5``)
-  -> LRP-epsilon (0.25);
+- lower: ``pool0``, ``denseblock1``, ``transition1``, ``denseblock2``, ``transition2`` -> the
+  proportional max pool, gamma (0.25);
+- middle: ``denseblock3``, ``transition3``, ``denseblock4`` -> LRP-epsilon, scale-aware
+  (0.25 x the layer's output RMS);
 - top: the classifier -> LRP-0 (epsilon 1e-9).
 
-Large epsilon absorbs relevance on purpose (``epsilon``, and ``montavon2019``'s middle blocks): a
-neuron passes on only ``|z| / (|z| + eps)`` of its relevance, and with mixed signs a class's sum
-can even change sign. How much is lost depends on the activations' scale. On the random-weight
-test model (64 px, BatchNorm without shift, classifier bias zero) the maps keep, as the projection
-``sum(S * z) / sum(z * z)`` of the map sums S on the logits z, 0.18 of the logits with
-``epsilon`` and 0.60 with ``montavon2019``; epsilon = 100 keeps nothing. A trained model with
-larger pre-activations loses less. ``tests/test_explain_lrp.py`` bounds these shares.
+``montavon2019_epsilon_pixels`` takes the middle blocks' scale-aware epsilon for the pixel layer.
+
+Large epsilon absorbs relevance on purpose (``epsilon``, ``montavon2019``'s middle blocks): a
+neuron passes on only ``|z| / (|z| + eps)`` of its relevance. A fixed epsilon absorbs a share
+that depends on the activations' scale (0.25 kept 0.3-8 % of the logit on the trained default
+model, whose activations are small deep in the network); the scale-aware epsilon of zennit's
+``Stabilizer(norm_scale=True)`` makes the share the same at every depth and for every model
+scale. ``tests/test_explain_lrp.py`` bounds the shares kept; notebook 04 reports them on the
+trained model.
 """
 
 from __future__ import annotations
@@ -72,7 +89,7 @@ from zennit.composites import (
     SpecialFirstLayerMapComposite,
     layer_map_base,
 )
-from zennit.core import Composite, Hook
+from zennit.core import Composite, Hook, Stabilizer, stabilize
 from zennit.rules import Epsilon, Gamma, ZBox, ZPlus
 from zennit.types import BatchNorm, Convolution
 
@@ -81,8 +98,9 @@ from chexlib import methods
 from chexlib.errors import ParameterError
 from chexlib.methods import LRP_COMPOSITES
 
-#: The epsilon of "epsilon" and of montavon2019's middle blocks: large on purpose, it keeps only
-#: the dominant contributions (sparser, less noisy maps) and absorbs the rest.
+#: The epsilon of "epsilon" and of montavon2019's middle blocks, relative to the root mean square
+#: of each layer's output: large on purpose, it keeps only the dominant contributions (sparser,
+#: less noisy maps) and absorbs the rest.
 LARGE_EPSILON = 0.25
 #: LRP-0: epsilon only prevents a division by zero.
 ZERO_EPSILON = 1e-9
@@ -91,20 +109,22 @@ SMALL_EPSILON = 1e-6
 #: Gamma of the gamma rule (zennit's default, Montavon et al. 2019's example value).
 GAMMA = 0.25
 
-#: The real range of an ImageNet-normalised pixel, over the three channels: the smallest
-#: (0 - mean) / std and the largest (1 - mean) / std. The z^B rule needs the box inputs live in.
-INPUT_LOW: float = min((0.0 - m) / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD))
-INPUT_HIGH: float = max((1.0 - m) / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD))
+#: The real range of each colour channel of an ImageNet-normalised pixel, [1, 3, 1, 1]:
+#: (0 - mean) / std and (1 - mean) / std. The z^B rule needs the box inputs live in.
+INPUT_LOW: torch.Tensor = torch.tensor(
+    [(0.0 - m) / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD)]).view(1, 3, 1, 1)
+INPUT_HIGH: torch.Tensor = torch.tensor(
+    [(1.0 - m) / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD)]).view(1, 3, 1, 1)
 
 
-#: Composites whose BatchNorms take zennit's ``Pass`` rule: their maps sum to the logit minus
-#: the classifier bias, up to what BatchNorm shifts put on exactly-zero features.
+#: Composites whose rules below the classifier divide by sums of positive parts: with
+#: ``batchnorm="pass"`` their BatchNorms take zennit's ``Pass`` rule.
 PASS_BATCHNORM = ("alpha2_beta1", "zplus", "epsilon_plus_flat", "epsilon_gamma_box")
 #: Composites whose (large) epsilon rule absorbs relevance on purpose.
-LARGE_EPSILON_COMPOSITES = ("epsilon", "montavon2019")
+LARGE_EPSILON_COMPOSITES = ("epsilon", "montavon2019", "montavon2019_epsilon_pixels")
 
 #: montavon2019's depth groups, by the name of the DenseNet-121 stage a module sits in.
-LOWER_STAGES = ("denseblock1", "transition1", "denseblock2", "transition2")
+LOWER_STAGES = ("pool0", "denseblock1", "transition1", "denseblock2", "transition2")
 MIDDLE_STAGES = ("denseblock3", "transition3", "denseblock4")
 
 
@@ -131,10 +151,11 @@ def make_composite(
     low, high : float or Tensor broadcastable to [N, 3, H, W], optional
         The smallest and largest possible input value, for the z^B rule (``zplus``,
         ``epsilon_gamma_box``, ``montavon2019``). Default: :data:`INPUT_LOW`,
-        :data:`INPUT_HIGH`, the range of ImageNet-normalised pixels.
+        :data:`INPUT_HIGH`, each colour channel's range of ImageNet-normalised pixels.
     epsilon : float, optional
         Replaces the epsilon of every LRP-epsilon rule in the composite (the classifier's, and the
-        convolutions' in ``epsilon`` and ``montavon2019``). Default: the composite's own.
+        convolutions' in ``epsilon`` and ``montavon2019``, where it is the factor of the
+        layer's output RMS). Default: the composite's own.
 
     Returns
     -------
@@ -164,13 +185,67 @@ def _or(value: float | None, default: float) -> float:
     return default if value is None else value
 
 
-def _epsilon_everywhere(eps: float) -> Composite:
+def scaled_epsilon(factor: float) -> Stabilizer:
+    """A scale-aware epsilon: ``factor`` x the root mean square of the layer's output, per image
+    (zennit's ``Stabilizer(norm_scale=True)``), added with the sign of each output."""
+    return Stabilizer(epsilon=factor, norm_scale=True)
+
+
+class ProportionalMaxPool(Hook):
+    """LRP for a max pool treated as a sum pool: ``R_i = x_i * sum_j R_j / sum(window_j)``.
+
+    Each output's relevance goes to the inputs of its window in proportion to their values
+    instead of all to the maximum (the gradient). Conservative for non-negative inputs (the
+    pool follows a ReLU in DenseNet-121). A pool with dilation keeps its gradient.
+
+    Parameters
+    ----------
+    stabilizer : float
+        Guards the division by a window's sum (zennit's sign-aware stabilizer).
+    """
+
+    def __init__(self, stabilizer: float = 1e-6) -> None:
+        super().__init__()
+        self.stabilizer = stabilizer
+
+    def forward(self, module, input, output):
+        self.stored_tensors["input"] = input
+
+    def backward(self, module, grad_input, grad_output):
+        if module.dilation not in (1, (1, 1)):
+            return None  # keep the gradient
+        x = self.stored_tensors["input"][0].detach()
+        kernel = _pair(module.kernel_size)
+        with torch.enable_grad():
+            leaf = x.clone().requires_grad_(True)
+            # Zero padding: the inputs are non-negative, so padding adds nothing to a window sum.
+            sums = nn.functional.avg_pool2d(
+                leaf, kernel, module.stride, module.padding, ceil_mode=module.ceil_mode,
+                count_include_pad=True) * (kernel[0] * kernel[1])
+            ratio = grad_output[0] / stabilize(sums.detach(), self.stabilizer)
+            (spread,) = torch.autograd.grad(sums, leaf, grad_outputs=ratio)
+        relevance = x * spread
+        return tuple(relevance if g.shape == relevance.shape else None for g in grad_input)
+
+    def copy(self) -> "ProportionalMaxPool":
+        return ProportionalMaxPool(self.stabilizer)
+
+
+def _pair(value) -> tuple[int, int]:
+    return (value, value) if isinstance(value, int) else tuple(value)
+
+
+def _epsilon_everywhere(eps: float | Stabilizer) -> Composite:
     rule = Epsilon(epsilon=eps)
     # BatchNorm before the base map's Pass: an epsilon rule divides by the layer's own output, so
     # the relevance it receives must be in proportion to that output, i.e. come through the
     # BatchNorm's own epsilon rule, not past it (see the module docstring).
     layers = [(Convolution, rule), (nn.Linear, rule)]
-    return LayerMapComposite(layer_map=[(BatchNorm, rule)] + layer_map_base() + layers)
+    # The pools' Norm rule gets the same stabiliser where it is a plain number: with zennit's
+    # default (1e-6) LRP-0 would differ from gradient x input by 1e-4 where pooled features are
+    # small (measured on a random DenseNet-121).
+    base = layer_map_base(eps) if isinstance(eps, float) else layer_map_base()
+    return LayerMapComposite(layer_map=[(BatchNorm, rule)] + base + layers)
 
 
 def zplus_composite(low, high, epsilon) -> Composite:
@@ -192,10 +267,13 @@ class DepthComposite(Composite):
     pixel, lower, middle, top : zennit Hook
         Rules for the first convolution, convolutions in :data:`LOWER_STAGES`, the other
         convolutions, and linear layers.
+    pool : zennit Hook, optional
+        Rule for max pools (default: their gradient).
     """
 
-    def __init__(self, pixel: Hook, lower: Hook, middle: Hook, top: Hook) -> None:
-        self.rules = {"pixel": pixel, "lower": lower, "middle": middle, "top": top}
+    def __init__(self, pixel: Hook, lower: Hook, middle: Hook, top: Hook,
+                 pool: Hook | None = None) -> None:
+        self.rules = {"pixel": pixel, "lower": lower, "middle": middle, "top": top, "pool": pool}
         self.base = layer_map_base()
         super().__init__(module_map=self._rule_for)
 
@@ -208,6 +286,8 @@ class DepthComposite(Composite):
             # own output: a BatchNorm there takes the same epsilon rule (an affine layer whose
             # shift absorbs relevance). Below, gamma and z^B need no such care: Pass.
             return self.rules["middle"]
+        if isinstance(module, nn.MaxPool2d):
+            return self.rules["pool"]
         base = next((hook for types, hook in self.base if isinstance(module, types)), None)
         if base is not None:
             return base
@@ -227,8 +307,22 @@ def montavon2019_composite(low, high, epsilon) -> Composite:
     return DepthComposite(
         pixel=ZBox(low=low, high=high),
         lower=Gamma(gamma=GAMMA),
-        middle=Epsilon(epsilon=_or(epsilon, LARGE_EPSILON)),
+        middle=Epsilon(epsilon=scaled_epsilon(_or(epsilon, LARGE_EPSILON))),
         top=Epsilon(epsilon=_or(epsilon, ZERO_EPSILON)),
+        pool=ProportionalMaxPool(),
+    )
+
+
+def montavon2019_epsilon_pixels_composite(low, high, epsilon) -> Composite:
+    """``montavon2019_epsilon_pixels``: :func:`montavon2019_composite` with the scale-aware
+    epsilon rule instead of z^B on the pixel layer (the module docstring: z^B stamps the first
+    convolution's stride on the canonized network's maps)."""
+    return DepthComposite(
+        pixel=Epsilon(epsilon=scaled_epsilon(_or(epsilon, LARGE_EPSILON))),
+        lower=Gamma(gamma=GAMMA),
+        middle=Epsilon(epsilon=scaled_epsilon(_or(epsilon, LARGE_EPSILON))),
+        top=Epsilon(epsilon=_or(epsilon, ZERO_EPSILON)),
+        pool=ProportionalMaxPool(),
     )
 
 
@@ -236,8 +330,9 @@ def montavon2019_composite(low, high, epsilon) -> Composite:
 # a fresh composite; epsilon None keeps the composite's own.
 
 def epsilon_composite(low, high, epsilon) -> Composite:
-    """``epsilon``: LRP-epsilon (0.25) on every convolution, BatchNorm and the classifier."""
-    return _epsilon_everywhere(_or(epsilon, LARGE_EPSILON))
+    """``epsilon``: scale-aware LRP-epsilon (0.25 x output RMS) on every convolution and the
+    classifier (and BatchNorm, in ``epsilon-pass``)."""
+    return _epsilon_everywhere(scaled_epsilon(_or(epsilon, LARGE_EPSILON)))
 
 
 def z_composite(low, high, epsilon) -> Composite:
@@ -256,5 +351,7 @@ def epsilon_plus_flat_composite(low, high, epsilon) -> Composite:
 
 
 def epsilon_gamma_box_composite(low, high, epsilon) -> Composite:
-    """``epsilon_gamma_box``: zennit's EpsilonGammaBox with the input's range and gamma 0.25."""
-    return EpsilonGammaBox(low=low, high=high, epsilon=_or(epsilon, SMALL_EPSILON), gamma=GAMMA)
+    """``epsilon_gamma_box``: zennit's EpsilonGammaBox with the input's range, gamma 0.25, and
+    the proportional max pool."""
+    return EpsilonGammaBox(low=low, high=high, epsilon=_or(epsilon, SMALL_EPSILON), gamma=GAMMA,
+                           layer_map=[(nn.MaxPool2d, ProportionalMaxPool())])

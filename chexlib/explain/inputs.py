@@ -4,8 +4,13 @@ to explain, and checked inputs.
 The explainable copy is an eval-mode deep copy of the chexlib DenseNet-121 whose ReLUs are not
 in-place (an in-place ReLU overwrites the tensor a hook of the layer before it holds: the cause of
 pytorch-grad-cam's device-dependent DenseNet results) and whose parameters need no gradient. It
-computes the model's logits; :func:`explainable` makes it once per model and reuses it while the
-model's weights do not change.
+computes the model's logits; :func:`explainable` makes it once per model and BatchNorm treatment
+and reuses it while the model's weights do not change.
+
+BatchNorm treatment (:data:`BATCHNORM_CHOICES`): ``"pass"`` keeps the BatchNorms (the copy
+Grad-CAM and ``lrp(..., batchnorm="pass")`` use); ``"fold"`` also merges every BatchNorm into a
+linear layer (:func:`chexlib.explain.canonizers.canonize_densenet`), the canonical form LRP
+needs.
 """
 
 from __future__ import annotations
@@ -20,15 +25,17 @@ import torchvision
 from torch import nn
 
 from chexlib.errors import ParameterError
+from chexlib.explain.canonizers import canonize_densenet
+from chexlib.methods import BATCHNORM_CHOICES
 from chexlib.observations import OBSERVATIONS
 
 _EXPLAINABLE = "_chexlib_explainable"
-# model -> (fingerprint of its tensors, explainable copy). Weak keys: the cache never keeps a
+# model -> {batchnorm: (fingerprint of its tensors, explainable copy)}. Weak keys: the cache never keeps a
 # model alive, and nothing is stored on the caller's model.
 _COPIES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def explainable_copy(model: nn.Module) -> nn.Module:
+def explainable_copy(model: nn.Module, batchnorm: str = "pass") -> nn.Module:
     """A deep copy of ``model`` that LRP hooks can work on; the model itself is untouched.
 
     The copy is in eval mode (BatchNorm uses its running statistics), every ``nn.ReLU`` is made
@@ -39,8 +46,12 @@ def explainable_copy(model: nn.Module) -> nn.Module:
     Parameters
     ----------
     model : nn.Module
-        A chexlib :class:`~chexlib.model.DenseNet121` (or any network whose nonlinearities are
-        modules).
+        A chexlib :class:`~chexlib.model.DenseNet121` (or, with ``batchnorm="pass"``, any
+        network whose nonlinearities are modules); an explainable copy made with ``"pass"`` may
+        be canonized further.
+    batchnorm : {"pass", "fold"}
+        ``"fold"``: merge every BatchNorm into a linear layer
+        (:func:`~chexlib.explain.canonizers.canonize_densenet`); ``"pass"``: keep them.
 
     Returns
     -------
@@ -51,27 +62,46 @@ def explainable_copy(model: nn.Module) -> nn.Module:
     ------
     ParameterError
         ``model`` is torchvision's DenseNet, whose functional ReLU and pooling in ``forward``
-        no LRP rule can attach to.
+        no LRP rule can attach to; an unknown ``batchnorm``; a folded copy asked for
+        ``"pass"`` (a merge cannot be undone).
     """
+    check_batchnorm(batchnorm)
+    if explainable_batchnorm(model) == "fold" and batchnorm == "pass":
+        raise ParameterError("model: an explainable copy with its BatchNorms folded; "
+                             "batchnorm='pass' needs the model itself")
     if isinstance(model, torchvision.models.DenseNet):
         raise ParameterError(
             "model: torchvision's DenseNet ends in functional relu/pool that LRP rules cannot "
             "reach (relevance is not conserved); expected chexlib.model.DenseNet121 "
             "(load the same state dict into chexlib.model.densenet121())"
         )
-    clone = copy.deepcopy(model).eval()
+    clone = canonize_densenet(model) if batchnorm == "fold" else copy.deepcopy(model).eval()
     for module in clone.modules():
         if isinstance(module, nn.ReLU):
             module.inplace = False
     for param in clone.parameters():
         param.requires_grad_(False)
-    setattr(clone, _EXPLAINABLE, True)
+    setattr(clone, _EXPLAINABLE, batchnorm)
     return clone
 
 
 def is_explainable(model: nn.Module) -> bool:
     """Whether ``model`` was made by :func:`explainable_copy`."""
-    return bool(getattr(model, _EXPLAINABLE, False))
+    return explainable_batchnorm(model) is not None
+
+
+def explainable_batchnorm(model: nn.Module) -> str | None:
+    """``"fold"`` or ``"pass"`` for an explainable copy (how it treats BatchNorms), else None."""
+    value = getattr(model, _EXPLAINABLE, None)
+    return value if value in BATCHNORM_CHOICES else None
+
+
+def check_batchnorm(batchnorm: object) -> str:
+    """``batchnorm`` itself if it is one of :data:`BATCHNORM_CHOICES`, else a ParameterError."""
+    if batchnorm not in BATCHNORM_CHOICES:
+        raise ParameterError(f"batchnorm={batchnorm!r}: expected one of "
+                             f"{', '.join(map(repr, BATCHNORM_CHOICES))}")
+    return batchnorm
 
 
 def class_indices(
@@ -112,18 +142,21 @@ def class_indices(
     return indices
 
 
-def explainable(model: nn.Module) -> nn.Module:
-    """``model`` itself if it is an explainable copy, else its cached :func:`explainable_copy`."""
+def explainable(model: nn.Module, batchnorm: str = "pass") -> nn.Module:
+    """``model`` itself if it is an explainable copy with that BatchNorm treatment, else its
+    cached :func:`explainable_copy` (a folded copy of a ``"pass"`` copy too)."""
     if not isinstance(model, nn.Module):
         raise ParameterError(f"model: expected a torch nn.Module, got {type(model).__name__}")
-    if is_explainable(model):
+    check_batchnorm(batchnorm)
+    if explainable_batchnorm(model) == batchnorm:
         return model.eval()
     fingerprint = _fingerprint(model)
-    cached = _COPIES.get(model)
+    copies = _COPIES.setdefault(model, {})
+    cached = copies.get(batchnorm)
     if cached is not None and cached[0] == fingerprint:
         return cached[1]
-    clone = explainable_copy(model)
-    _COPIES[model] = (fingerprint, clone)
+    clone = explainable_copy(model, batchnorm)
+    copies[batchnorm] = (fingerprint, clone)
     return clone
 
 

@@ -43,7 +43,7 @@ import numpy as np
 from chexlib.errors import ChexlibError
 from chexlib.files import atomic_write_bytes, atomic_write_json
 from chexlib.masks import chexlocalize_image_id
-from chexlib.methods import is_safe_name
+from chexlib.methods import definition, is_safe_name
 from chexlib.observations import OBSERVATIONS
 from chexlib.run import RunFolder
 
@@ -238,14 +238,15 @@ class MapStore:
     def _ensure_index(self, method: str, classes: tuple[str, ...], size: tuple[int, int]) -> None:
         doc = self.index(method)
         wanted = {"format": FORMAT, "dtype": "float16", "classes": list(classes),
-                  "height": int(size[0]), "width": int(size[1]), "model": self.model}
-        if doc is not None and self._stale(doc):
+                  "height": int(size[0]), "width": int(size[1]), "model": self.model,
+                  "definition": definition(method)}
+        if doc is not None and self._stale(doc, method):
             for old in self._index_path(method).parent.glob("*.npy"):
                 old.unlink(missing_ok=True)  # maps of another model: never valid again
             doc = None
         if doc is None:
             atomic_write_json(self._index_path(method), wanted, indent=1)
-        elif {**doc, "model": self.model} != wanted:
+        elif {**doc, "model": self.model, "definition": wanted["definition"]} != wanted:
             raise MapStoreError(
                 f"method {method!r} stores classes {doc['classes']} at "
                 f"{doc['height']}x{doc['width']}; got classes {list(classes)} at "
@@ -274,7 +275,11 @@ class MapStore:
         if doc is None or not path.exists():
             raise MapNotFoundError(
                 f"no map stored for method {method!r}, image {path.stem!r} (expected {path})")
-        if self._stale(doc):
+        if self._stale(doc, method):
+            if doc.get("definition") != definition(method):
+                raise MapNotFoundError(
+                    f"the maps of method {method!r} were computed as {doc.get('definition')!r}, "
+                    f"not {definition(method)!r} (an earlier chexlib): stale, to be recomputed")
             raise MapNotFoundError(
                 f"the maps of method {method!r} explain model {doc.get('model')!r}, not "
                 f"{self.model!r} (the run was retrained): stale, to be recomputed")
@@ -301,9 +306,12 @@ class MapStore:
             raise CorruptMapError(f"{path}: contains NaN or infinite values (never saved so)")
         return x
 
-    def _stale(self, doc: dict) -> bool:
-        """Whether an index was written for another model than this store's."""
-        return self.model is not None and doc.get("model") != self.model
+    def _stale(self, doc: dict, method: str) -> bool:
+        """Whether an index was written for another model than this store's, or for another
+        definition of a registered method (:func:`chexlib.methods.definition`: e.g. LRP maps
+        of an earlier chexlib whose BatchNorms were not folded)."""
+        other_model = self.model is not None and doc.get("model") != self.model
+        return other_model or doc.get("definition") != definition(method)
 
     def has(self, method: str, image: str | os.PathLike) -> bool:
         """Whether a valid map is stored (a corrupt file counts as absent)."""

@@ -5,6 +5,7 @@
 ``chexlib.heatmap_quality.faithfulness``  region perturbation (MoRF / LeRF / random curves of each
                                    image's own-class logit, batched forward passes) and AOPC
 ``chexlib.heatmap_quality.sanity``        cascading model-parameter randomisation, Spearman per block
+``chexlib.heatmap_quality.artefacts``     grid artefacts: the blockiness ratio of maps at a period
 ``chexlib.heatmap_quality.compare``       notebook 06's sample, maps and masks per pair,
                                    localisation, faithfulness, sanity and shortcut tables,
                                    summaries with bootstrap intervals, the metric summary,

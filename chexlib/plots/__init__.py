@@ -9,6 +9,7 @@
 ``chexlib.plots.galleries``   outcome galleries and RGB grids of a run's reported images (04, 05)
 ``chexlib.plots.heatmap_quality``  plots of chexlib.heatmap_quality: localisation bars,
                               perturbation curves, sanity curves, metric summary (notebook 06)
+``chexlib.plots.relevance``   where LRP relevance goes (pixels, biases), grid artefacts (04)
 """
 
 from chexlib.plots.data import (

@@ -128,22 +128,3 @@ def rgb_grid(maps_by_method: Mapping[str, object], title: str = "",
     if title:
         fig.suptitle(title)
     return fig
-
-
-def conservation_bars(table, ax: plt.Axes | None = None) -> plt.Figure:
-    """Share of (logit - classifier bias) each composite's maps keep, per class (bars).
-
-    ``table`` is :func:`chexlib.explain.conservation.conservation_table`'s output.
-    """
-    pivot = table.pivot_table(index="class", columns="composite", values="kept", sort=False)
-    if ax is None:
-        _, ax = plt.subplots(figsize=(8, 3.2), layout="constrained")
-    pivot.plot.bar(ax=ax, width=0.85)
-    ax.axhline(1.0, color="black", linewidth=0.8)
-    ax.set_ylabel("sum of map / (logit - bias)")
-    ax.set_xlabel("")
-    ax.legend(fontsize=7, ncols=len(pivot.columns), loc="upper center",
-              bbox_to_anchor=(0.5, -0.12), frameon=False)
-    ax.tick_params(axis="x", labelrotation=0, labelsize=8)
-    return ax.figure
-
