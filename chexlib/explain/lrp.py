@@ -277,20 +277,28 @@ def _same(fast: tuple, reference: tuple) -> bool:
 
 
 def _shared_backward(hook: BasicHook, module: nn.Module, cache: dict, grad_input, grad_output):
-    """zennit's rule with the modified outputs and weights computed once per forward pass."""
+    """zennit's rule with the modified outputs and weights computed once per forward pass.
+
+    Two exact shortcuts: a variant whose upstream gradient is all zero (gamma's fifth) has a zero
+    input gradient, and a variant whose modified input is all zero (the negative part of a ReLU
+    output, in z+, gamma and alpha-beta) contributes ``input * gradient = 0`` to the reducer: its
+    transposed convolution is skipped (the first-use check against zennit covers both).
+    """
     stored = hook.stored_tensors["input"][0]
     original = stored.detach()
     if cache.get("key") is not stored:  # a new forward pass: recompute once
         cache.clear()
         cache["key"] = stored
         cache["outputs"], cache["weights"] = _modified_outputs(hook, module, original)
+        cache["live"] = [bool(in_mod(original).any()) for in_mod in hook.input_modifiers]
     grad_outputs = hook.gradient_mapper(grad_output[0], cache["outputs"])
     if isinstance(grad_outputs, torch.Tensor):  # single-output rules (flat) return one
         grad_outputs = [grad_outputs]
     inputs = [in_mod(original) for in_mod in hook.input_modifiers]
     gradients = [
-        _input_gradient(module, weight, grad, original.shape)
-        for weight, grad in zip(cache["weights"], grad_outputs)
+        _input_gradient(module, weight, grad, original.shape) if live and bool(grad.any())
+        else torch.zeros_like(original)
+        for weight, grad, live in zip(cache["weights"], grad_outputs, cache["live"])
     ]
     relevance = hook.reducer(inputs, gradients)
     return tuple(relevance if g.shape == relevance.shape else None for g in grad_input)
