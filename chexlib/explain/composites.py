@@ -42,9 +42,11 @@ natural LRP treatment of a pooling layer). The usual advice for the pixel layer,
 al. 2019) rather than flat (which spreads each first-layer neuron's relevance uniformly over its
 7x7 field), did not hold on the canonized network of the trained ``default`` model: z^B's
 bound terms follow the stride-2 pattern of ``conv0`` and, measured with
-``benchmarks/lrp_artefacts.py`` on 4 images x 14 classes, ``montavon2019`` had blockiness
-1.34 / 1.39 at periods 4 / 8, the same recipe with the scale-aware epsilon at the pixels 1.04 /
-1.07 (flat there: 1.37 / 1.47). So ``montavon2019_epsilon_pixels`` is the series' default.
+``benchmarks/lrp_artefacts.py`` on 8 images x 14 classes, ``montavon2019`` had blockiness
+1.33 / 1.38 at periods 4 / 8, the same recipe with the scale-aware epsilon at the pixels 1.04 /
+1.10 (``epsilon_plus_flat``, flat at the pixels: 1.53 / 1.64). So
+``montavon2019_epsilon_pixels`` is the series' default. The ratio sees block edges only: a fine
+pixel-by-pixel texture from the stride-2 first convolution remains in every composite's maps.
 
 z^B bounds: the real range of each colour channel after ImageNet normalisation
 (:data:`INPUT_LOW`, :data:`INPUT_HIGH`, tensors [1, 3, 1, 1]: ``(0 - mean) / std`` and
