@@ -75,6 +75,7 @@ chexlib.explain.inputs                an explainable copy of the model, class na
 chexlib.explain.canonizers            DenseNet-121 with every BatchNorm merged into a linear layer
 chexlib.explain.composites            named LRP composites: which zennit rule explains which layer
 chexlib.explain.lrp                   LRP heatmaps of any set of classes from one forward pass
+chexlib.explain.shared_forward        the rules' class-independent work, done once per forward pass
 chexlib.explain.conservation          where each logit's relevance goes: pixels, each bias, epsilon
 chexlib.explain.cam                   the class-activation-map algorithm Grad-CAM and Grad-CAM++ share
 chexlib.explain.gradcam               Grad-CAM: spatially averaged gradients as channel weights

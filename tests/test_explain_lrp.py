@@ -33,6 +33,7 @@ from chexlib.observations import OBSERVATIONS
 from support import random_batchnorm
 
 lrp_module = importlib.import_module("chexlib.explain.lrp")  # the module, not the function
+shared_module = importlib.import_module("chexlib.explain.shared_forward")
 
 SIZE, BATCH = 64, 2
 # Composites whose epsilon is large on purpose: they absorb relevance by design.
@@ -345,8 +346,8 @@ def test_shared_forward_equals_zennit_attributor_per_class(name, shifted, images
 @pytest.fixture
 def fresh_verification(monkeypatch):
     """An empty record of verified layer kinds, restored afterwards."""
-    monkeypatch.setattr(lrp_module, "_VERIFIED", {})
-    return lrp_module._VERIFIED
+    monkeypatch.setattr(shared_module, "_VERIFIED", {})
+    return shared_module._VERIFIED
 
 
 def _zennit_maps(net, images, name, classes):
@@ -360,13 +361,13 @@ def _zennit_maps(net, images, name, classes):
 
 
 def test_shared_forward_is_off_for_an_untested_zennit(monkeypatch, shifted, images):
-    monkeypatch.setattr(lrp_module, "TESTED_ZENNIT", ((9, 0, 0), (10, 0, 0)))
-    monkeypatch.setattr(lrp_module, "_WARNED", [])
+    monkeypatch.setattr(shared_module, "TESTED_ZENNIT", ((9, 0, 0), (10, 0, 0)))
+    monkeypatch.setattr(shared_module, "_WARNED", [])
     composite = make_composite("zplus")
     net = explainable_copy(shifted, "fold")
     with pytest.warns(UserWarning, match="using zennit's own backward"):
         with composite.context(net):
-            assert lrp_module.SharedModifiedForwards(composite).patched == 0
+            assert shared_module.SharedModifiedForwards(composite).patched == 0
     torch.testing.assert_close(lrp(net, images, [0, 3], composite="zplus"),
                                _zennit_maps(net, images, "zplus", [0, 3]), rtol=0, atol=1e-6)
 
@@ -377,7 +378,7 @@ def test_shared_forward_skips_rules_whose_output_is_modified(shifted):
     with composite.context(net):
         hooks = [h for h in composite.hook_refs if hasattr(h, "output_modifiers")]
         hooks[0].output_modifiers = [lambda output: 2 * output] * len(hooks[0].output_modifiers)
-        shared = lrp_module.SharedModifiedForwards(composite)
+        shared = shared_module.SharedModifiedForwards(composite)
         assert shared.patched == len(hooks) - 1
 
 
@@ -385,12 +386,12 @@ def test_a_fast_path_that_disagrees_with_zennit_is_switched_off(monkeypatch, fre
                                                                  shifted, images):
     # A broken input gradient (the assumption "it depends only on .weight" failing) is caught on
     # first use: zennit's result is returned and the kind keeps zennit's backward.
-    true_gradient = lrp_module._input_gradient
+    true_gradient = shared_module._input_gradient
 
     def broken(module, weight, grad, input_shape):
         return 1.5 * true_gradient(module, weight, grad, input_shape)
 
-    monkeypatch.setattr(lrp_module, "_input_gradient", broken)
+    monkeypatch.setattr(shared_module, "_input_gradient", broken)
     net = explainable_copy(shifted, "fold")
     maps = lrp(net, images, [0, 3, 7], composite="epsilon_gamma_box")
     assert fresh_verification and not any(fresh_verification.values())
@@ -490,8 +491,8 @@ def test_the_zennit_bound_of_pyproject_is_the_tested_range():
 
     project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
     spec = next(d for d in project["project"]["dependencies"] if d.startswith("zennit"))
-    low, high = lrp_module.TESTED_ZENNIT
+    low, high = shared_module.TESTED_ZENNIT
     as_text = ".".join
     assert spec.replace(" ", "") == (f"zennit>={as_text(map(str, low))},"
                                      f"<{as_text(map(str, high[:2]))}")
-    assert lrp_module.zennit_is_tested()  # the installed zennit is in the range
+    assert shared_module.zennit_is_tested()  # the installed zennit is in the range

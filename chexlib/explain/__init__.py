@@ -4,6 +4,7 @@
 ``chexlib.explain.canonizers``    DenseNet-121 with every BatchNorm merged into a linear layer
 ``chexlib.explain.composites``    named LRP composites (zennit rules per layer)
 ``chexlib.explain.lrp``           LRP maps of many classes from one forward pass
+``chexlib.explain.shared_forward`` the rules' class-independent work, once per forward pass
 ``chexlib.explain.conservation``  where relevance goes: map sums vs logits and biases
 ``chexlib.explain.cam``           the class-activation-map algorithm (one forward, all classes)
 ``chexlib.explain.gradcam``       Grad-CAM;  ``chexlib.explain.gradcam_pp``  Grad-CAM++

@@ -41,7 +41,8 @@ from chexlib.explain.canonizers import ThresholdedReLU
 from chexlib.methods import DEFAULT_COMPOSITE
 from chexlib.explain.composites import make_composite
 from chexlib.explain.inputs import class_indices, explainable, num_outputs
-from chexlib.explain.lrp import SharedModifiedForwards, resolve_batchnorm
+from chexlib.explain.lrp import resolve_batchnorm
+from chexlib.explain.shared_forward import SharedModifiedForwards
 from chexlib.observations import OBSERVATIONS
 
 #: The parts of a logit :func:`relevance_shares` reports, in order.
