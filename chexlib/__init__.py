@@ -92,7 +92,9 @@ chexlib.heatmap_quality.localisation  pointing game, relevance mass and rank acc
 chexlib.heatmap_quality.faithfulness  region perturbation (MoRF / LeRF) and AOPC
 chexlib.heatmap_quality.sanity        cascading model-parameter randomisation
 chexlib.heatmap_quality.artefacts     grid artefacts of heatmaps: the blockiness ratio
-chexlib.heatmap_quality.compare       notebook 06: the pairs, every method's maps, tables, key insights
+chexlib.heatmap_quality.compare       notebook 06: the pairs, every method's maps and scores per pair
+chexlib.heatmap_quality.summaries     notebook 06: patient-clustered intervals, blank rate and n, verdicts, key insights
+chexlib.heatmap_quality.chexlocalize  CheXlocalize's protocol: Otsu segmentation, hit rate, mIoU, bootstrap CIs
 
 figures and the browser
 chexlib.plots                         figures shared by the notebooks (each returns a Figure)

@@ -3,7 +3,8 @@
 Notebook 03 writes them, notebooks 04-06 read them::
 
     predictions.csv   one row per reported image: Path, then per observation "<name> label" and
-                      "<name> prob" (the label as in valid.csv, the predicted probability)
+                      "<name> prob" (the label as in valid.csv, the predicted probability, written
+                      exactly: it reads back bit for bit, see :func:`write_predictions`)
     thresholds.json   per observation: threshold, how it was chosen, and on which split
     outcomes.csv      one row per reported image: Path, then per observation TP / FP / FN / TN
     metrics.json      per-class AUROC, AUPRC with bootstrap intervals, and the summary means
@@ -38,7 +39,14 @@ def _require(path: Path, made_by: str) -> Path:
 
 def write_predictions(path: str | os.PathLike, image_paths: list[str], labels: np.ndarray,
                       probs: np.ndarray, classes: tuple[str, ...] = OBSERVATIONS) -> Path:
-    """Write ``predictions.csv``: labels [N, C] and probabilities [N, C] of the reported images."""
+    """Write ``predictions.csv``: labels [N, C] and probabilities [N, C] of the reported images.
+
+    Each probability is written as the shortest decimal that reads back as exactly its float64
+    value (float32 and float16 values are float64 values too), so :func:`read_predictions`
+    returns the probabilities bit for bit and any metric recomputed from the file (AUROC, AUPRC,
+    outcomes at a threshold) equals the one computed in memory: no rounding merges or reorders
+    two scores. Labels (0 / 1) are written as before.
+    """
     labels, probs = np.asarray(labels), np.asarray(probs)
     if labels.shape != probs.shape or labels.shape != (len(image_paths), len(classes)):
         raise ValueError(f"predictions: expected labels and probs of shape "
@@ -46,22 +54,41 @@ def write_predictions(path: str | os.PathLike, image_paths: list[str], labels: n
     columns: dict[str, Any] = {"Path": list(image_paths)}
     for j, name in enumerate(classes):
         columns[f"{name} label"] = labels[:, j]
-        columns[f"{name} prob"] = probs[:, j]
+        columns[f"{name} prob"] = _exact_decimals(probs[:, j])
     return atomic_write_text(path, pd.DataFrame(columns).to_csv(index=False, float_format="%.6g"))
 
 
 def read_predictions(path: str | os.PathLike, classes: tuple[str, ...] = OBSERVATIONS
                      ) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """Read ``predictions.csv``: image paths, labels [N, C] and probabilities [N, C]."""
+    """Read ``predictions.csv``: image paths, labels [N, C] and probabilities [N, C] (float64).
+
+    The probabilities are the written ones bit for bit (``probs.astype(written_dtype)`` gives back
+    a float32 array exactly): each is parsed by Python's correctly rounded ``float``, not by the
+    CSV parser's fast converter, which may miss the last bit of a 17-digit decimal.
+    """
     path = _require(Path(path), "notebook 03 (evaluation)")
-    df = pd.read_csv(path)
+    prob_columns = [f"{c} prob" for c in classes]
+    df = pd.read_csv(path, dtype={c: str for c in prob_columns})
     needed = ["Path"] + [f"{c} {k}" for c in classes for k in ("label", "prob")]
     missing = [c for c in needed if c not in df.columns]
     if missing:
         raise LabelFileError(f"{path}: missing column(s) {missing[:3]}; rerun notebook 03")
     labels = df[[f"{c} label" for c in classes]].to_numpy(np.float64)
-    probs = df[[f"{c} prob" for c in classes]].to_numpy(np.float64)
+    probs = np.empty((len(df), len(classes)), dtype=np.float64)
+    for j, column in enumerate(prob_columns):
+        for i, text in enumerate(df[column].tolist()):
+            try:
+                probs[i, j] = float(text) if isinstance(text, str) else np.nan
+            except ValueError:
+                raise LabelFileError(f"{path}, line {i + 2}, column {column!r}: {text!r} is not a "
+                                     f"number; rerun notebook 03") from None
     return df["Path"].astype(str).tolist(), labels, probs
+
+
+def _exact_decimals(values: np.ndarray) -> list[str]:
+    """Each value as the shortest decimal that reads back as exactly its float64 value ('' for
+    NaN, as pandas writes a missing value)."""
+    return ["" if math.isnan(v) else repr(v) for v in np.asarray(values, dtype=np.float64).tolist()]
 
 
 def write_thresholds(path: str | os.PathLike, table: pd.DataFrame, split: str) -> Path:

@@ -1,4 +1,5 @@
-"""chexlib.heatmap_quality.compare on the demo run: pairs, maps and masks per pair, summaries."""
+"""chexlib.heatmap_quality.compare and .summaries on the demo run: pairs, maps and masks per pair,
+summaries, verdicts and key insights."""
 
 from __future__ import annotations
 
@@ -9,13 +10,12 @@ import torch
 
 from chexlib.checkpoint import model_from_checkpoint
 from chexlib.heatmap_quality.compare import (
-    bootstrap_mean,
     evaluation_pairs,
     pair_maps,
     pair_masks,
     shortcut_correlation,
-    summary_table,
 )
+from chexlib.heatmap_quality.summaries import bootstrap_mean, summary_table
 from chexlib.explain import explain
 from chexlib.observations import OBSERVATIONS
 from chexlib.reported import ReportedImages
@@ -41,6 +41,7 @@ def test_pairs_follow_the_outcomes(run):
             assert len(chosen) == min(2, int((outcomes[:, j] == kind).sum()))
             assert (outcomes[chosen["row"], j] == kind).all()
     assert list(pairs["row"]) == sorted(pairs["row"])
+    assert pairs["patient"].str.fullmatch(r"patient\d+").all()  # the intervals' unit
 
 
 def test_maps_and_masks_per_pair(run):
@@ -86,7 +87,7 @@ def test_shortcut_correlation_is_phi(run):
 
 
 def test_key_insights_follow_the_numbers():
-    from chexlib.heatmap_quality.compare import key_insights
+    from chexlib.heatmap_quality.summaries import key_insights
 
     rng = np.random.default_rng(0)
     scores = pd.DataFrame({
@@ -215,7 +216,7 @@ def test_shortcut_shares_are_relevance_mass_on_the_marker():
 
 
 def test_metric_summary_joins_the_tables_by_method():
-    from chexlib.heatmap_quality.compare import metric_summary
+    from chexlib.heatmap_quality.summaries import metric_summary
 
     localisation_summary = pd.DataFrame({
         "method": ["b", "a", "random"], "pointing": [0.5, 1.0, 0.0], "mass": [0.4, 0.6, 0.1],
@@ -233,3 +234,114 @@ def test_metric_summary_joins_the_tables_by_method():
     assert np.isnan(summary.loc["random", "AOPC gap"])  # not measured: NaN, not 0
     assert list(summary["shortcut"]) == pytest.approx([0.5, 0.2, 0.1])
     assert list(summary["mass"]) == [0.4, 0.6, 0.1]
+    sensitivity = pd.DataFrame({"method": ["a", "a", "b"], "class correlation": [0.9, 0.7, 0.1]})
+    with_sensitivity = metric_summary(localisation_summary.assign(blank_rate=[0.0, 0.5, 0.0]),
+                                      faithfulness_summary, shortcut, sensitivity)
+    assert list(with_sensitivity.columns) == ["blank_rate", "pointing", "mass", "rank", "iou",
+                                              "AOPC gap", "shortcut", "class correlation"]
+    assert with_sensitivity.loc["a", "class correlation"] == pytest.approx(0.8)
+    assert np.isnan(with_sensitivity.loc["random", "class correlation"])
+
+
+def test_one_value_per_patient_makes_the_cluster_bootstrap_the_plain_one():
+    values = np.random.default_rng(1).uniform(size=30)
+    plain = bootstrap_mean(values, n_boot=300, seed=4)
+    clustered = bootstrap_mean(values, n_boot=300, seed=4, groups=[f"p{i:02d}" for i in range(30)])
+    assert clustered == pytest.approx(plain)
+
+
+def test_the_cluster_bootstrap_widens_intervals_of_correlated_pairs():
+    # 10 patients, 6 pairs each, pairs of one patient nearly equal: 10 independent values, not 60.
+    rng = np.random.default_rng(2)
+    per_patient = rng.uniform(size=10)
+    values = np.repeat(per_patient, 6) + rng.normal(scale=0.01, size=60)
+    patients = np.repeat([f"p{i}" for i in range(10)], 6)
+    _, low, high = bootstrap_mean(values, n_boot=2000, seed=0, groups=patients)
+    _, naive_low, naive_high = bootstrap_mean(values, n_boot=2000, seed=0)
+    assert (high - low) > 1.8 * (naive_high - naive_low)  # about sqrt(6) = 2.4 wider
+    # Reference: the plain bootstrap of the 10 patient means (equal patient sizes).
+    _, ref_low, ref_high = bootstrap_mean(values.reshape(10, 6).mean(axis=1), n_boot=2000, seed=5)
+    assert low == pytest.approx(ref_low, abs=0.03) and high == pytest.approx(ref_high, abs=0.03)
+
+
+def test_summaries_report_blank_rate_and_n_and_score_the_positive_part():
+    from chexlib.heatmap_quality.compare import localisation_scores
+    from chexlib.heatmap_quality.summaries import localisation_by_observation
+
+    size = 8
+    pairs = pd.DataFrame({"row": [0, 1, 2, 3], "observation": ["Edema"] * 3 + ["Cardiomegaly"],
+                          "class": [5, 5, 5, 2], "outcome": ["TP", "TP", "FN", "TP"],
+                          "probability": 0.5, "has_mask": True,
+                          "patient": ["p1", "p1", "p2", "p3"]})
+    masks = np.zeros((4, size, size), dtype=bool)
+    masks[:, :4, :4] = True  # a quarter: chance 0.25
+    signed = np.full((4, size, size), -1.0)  # blank: only negative relevance
+    signed[1, 0, 0] = 2.0  # one positive pixel, inside
+    signed[3, 7, 7] = 2.0  # one positive pixel, outside
+    scores = localisation_scores(pairs, {"m": signed}, masks)
+    np.testing.assert_array_equal(scores["blank"], [True, False, True, False])
+    assert np.isnan(scores["mass"][0]) and scores["mass"][1] == 1.0 and scores["mass"][3] == 0.0
+    # Rank on the positive part: the one positive pixel, then the 63 zeros tied (-1 clipped).
+    assert scores["rank"][1] == pytest.approx((1 + 15 * 15 / 63) / 16)
+    table = summary_table(scores, ["method"], ["mass"], n_boot=50)
+    assert table["blank_rate"][0] == 0.5 and table["mass n"][0] == 2 and table["pairs"][0] == 4
+    by_observation = localisation_by_observation(scores, masks, pairs, {"Edema": 0.8})
+    edema_tp = by_observation[(by_observation["observation"] == "Edema")
+                              & (by_observation["outcome"] == "TP")].iloc[0]
+    assert edema_tp["n"] == 2 and edema_tp["blank_rate"] == 0.5 and edema_tp["mass"] == 1.0
+    assert edema_tp["chance"] == 0.25 and edema_tp["auroc"] == 0.8
+    assert np.isnan(by_observation.loc[by_observation["observation"] == "Cardiomegaly",
+                                       "auroc"].iloc[0])
+    assert list(by_observation.columns) == ["observation", "method", "outcome", "n", "chance",
+                                            "blank_rate", "pointing", "mass", "rank", "iou",
+                                            "auroc"]
+
+
+def test_class_map_correlation_is_one_for_class_blind_maps():
+    from scipy.stats import spearmanr
+
+    from chexlib.heatmap_quality.sanity import class_map_correlation
+
+    rng = np.random.default_rng(0)
+    same = np.repeat(rng.normal(size=(2, 1, 6, 6)), 4, axis=1)  # every class the same map
+    assert class_map_correlation(same) == pytest.approx([1.0, 1.0])
+    own = rng.normal(size=(1, 3, 6, 6))
+    expected = np.mean([spearmanr(own[0, i].ravel(), own[0, j].ravel()).statistic
+                        for i, j in ((0, 1), (0, 2), (1, 2))])
+    assert class_map_correlation(own)[0] == pytest.approx(expected)
+
+
+def test_class_sensitivity_of_the_random_map_and_gradcam(run):
+    from chexlib.heatmap_quality.compare import class_sensitivity
+
+    reported, model, _ = run
+    table = class_sensitivity(model, reported, [0, 1], ["gradcam", "z"])
+    assert list(table.columns) == ["row", "method", "class correlation"] and len(table) == 4
+    assert ((table["class correlation"] <= 1) & (table["class correlation"] >= -1)).all()
+
+
+def test_observation_verdicts_claim_only_what_the_interval_supports():
+    from chexlib.heatmap_quality.summaries import key_insights, observation_verdicts
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for name, centre in (("Edema", 0.9), ("Cardiomegaly", 0.25), ("Fracture", 0.02)):
+        for i in range(20):
+            mass = np.clip(centre + rng.normal(scale=0.05), 0, 1)
+            rows.append({"method": "m", "outcome": "TP", "observation": name, "mass": mass,
+                         "chance": 0.25, "blank": False, "patient": f"{name}{i}"})
+    rows.append({"method": "m", "outcome": "TP", "observation": "Atelectasis", "mass": 0.99,
+                 "chance": 0.25, "blank": False, "patient": "one"})  # a single pair
+    verdicts = observation_verdicts(pd.DataFrame(rows), "m").set_index("observation")
+    assert verdicts.loc["Edema", "verdict"] == "localises"
+    assert verdicts.loc["Fracture", "verdict"] == "below chance"
+    assert verdicts.loc["Cardiomegaly", "verdict"] == "undetermined"  # at chance
+    assert verdicts.loc["Atelectasis", "verdict"] == "undetermined" and verdicts.loc[
+        "Atelectasis", "n"] == 1
+    table = observation_verdicts(pd.DataFrame(rows), "m")
+    empty = pd.DataFrame(columns=["method", "mass", "mass low", "mass high"])
+    line = key_insights(empty, pd.DataFrame(), pd.DataFrame(columns=["observation group",
+                                                                     "method", "share"]),
+                        pd.DataFrame(columns=["outcome", "method", "mass"]), 0.25, table)[1]
+    assert "localises Edema (n=20)" in line and "below chance Fracture (n=20)" in line
+    assert "Cardiomegaly (n=20), Atelectasis (n=1)" in line

@@ -14,6 +14,7 @@ import torch
 
 from chexlib.errors import ParameterError
 from chexlib.heatmap_quality import (
+    blank_maps,
     chance_level,
     otsu_iou,
     otsu_thresholds,
@@ -21,6 +22,7 @@ from chexlib.heatmap_quality import (
     relevance_mass_accuracy,
     relevance_rank_accuracy,
 )
+from chexlib.heatmap_quality.localisation import ZHANG_TOLERANCE
 
 SIZE = 16
 METRICS = (pointing_game, relevance_mass_accuracy, relevance_rank_accuracy, otsu_iou)
@@ -88,17 +90,12 @@ def test_negative_relevance_inside_the_mask_is_not_mass():
     one[0, 3, 0] = 1.0  # +1 outside
     one[0, 1, :] = -10.0  # strongly negative inside
     assert relevance_mass_accuracy(one, mask)[0] == 0.5
-    assert relevance_mass_accuracy(-np.abs(one), mask)[0] == 0.0  # no positive relevance
+    assert np.isnan(relevance_mass_accuracy(-np.abs(one), mask)[0])  # no positive relevance: blank
 
 
 def test_ties_empty_masks_torch_inputs_and_batch_independence():
     masks = square_masks()
     maps = np.random.default_rng(1).normal(size=masks.shape)
-    tied = np.zeros((1, 4, 4))
-    tied[0, 0, 3] = tied[0, 2, 0] = 1.0  # two maxima; the first in row-major order is (0, 3)
-    first = np.zeros((1, 4, 4), dtype=bool)
-    first[0, 0, 3] = True
-    assert pointing_game(tied, first)[0] == 1.0 and pointing_game(tied, ~first)[0] == 0.0
     empty = masks.copy()
     empty[1] = False
     for metric in METRICS:
@@ -215,3 +212,47 @@ def test_where_quantus_differs_signed_maps_and_empty_masks(quantus):
     assert np.isnan(pointing_game(maps, empty)).all()
     assert np.all(_quantus_scores(quantus.PointingGame, maps, empty) == 1.0)
     assert np.isnan(_quantus_scores(quantus.RelevanceMassAccuracy, maps, empty)).all()
+
+
+# ------------------------------------------------------------------ blank and tied maps
+
+
+def test_a_blank_map_is_nan_in_every_metric():
+    masks = np.zeros((3, 6, 6), dtype=bool)
+    masks[:, 1:4, 1:4] = True
+    maps = np.zeros((3, 6, 6))
+    maps[1] = -1.0  # only negative relevance: blank too
+    maps[2, 2, 2] = 0.5  # one positive pixel, inside: defined
+    for metric in METRICS:
+        scores = metric(maps, masks)
+        assert np.isnan(scores[:2]).all() and np.isfinite(scores[2]), metric.__name__
+    np.testing.assert_array_equal(blank_maps(maps), [True, True, False])
+
+
+def test_tied_maxima_score_their_expected_hit():
+    tied = np.zeros((1, 4, 4))
+    tied[0, 0, 3] = tied[0, 2, 0] = tied[0, 3, 3] = 1.0  # three maxima
+    inside = np.zeros((1, 4, 4), dtype=bool)
+    inside[0, 2:, :] = True  # holds two of them
+    assert pointing_game(tied, inside)[0] == pytest.approx(2 / 3)
+    # Hand-made: a 4x4 plateau of maxima (a coarse map upsampled), the mask on a quarter of it.
+    plateau = np.zeros((1, 8, 8))
+    plateau[0, 2:6, 2:6] = 1.0
+    quarter = np.zeros((1, 8, 8), dtype=bool)
+    quarter[0, 2:4, 2:4] = True
+    assert pointing_game(plateau, quarter)[0] == pytest.approx(0.25)
+    # Ranks: the K = 4 top places go to the 16 tied pixels, 4 of them inside: 4 * 4/16 = 1 hit.
+    assert relevance_rank_accuracy(plateau, quarter)[0] == pytest.approx(0.25)
+
+
+def test_pointing_game_tolerance_counts_a_maximum_near_the_mask():
+    peak = np.zeros((1, 20, 20))
+    peak[0, 10, 15] = 1.0
+    mask = np.zeros((1, 20, 20), dtype=bool)
+    mask[0, 8:13, 5:11] = True  # the peak is 5 px right of the mask's edge
+    assert pointing_game(peak, mask)[0] == 0.0
+    assert pointing_game(peak, mask, tolerance=4.9)[0] == 0.0
+    assert pointing_game(peak, mask, tolerance=5)[0] == 1.0
+    assert pointing_game(peak, mask, tolerance=ZHANG_TOLERANCE)[0] == 1.0
+    with pytest.raises(ParameterError, match="tolerance"):
+        pointing_game(peak, mask, tolerance=-1)

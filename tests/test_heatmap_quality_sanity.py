@@ -23,6 +23,20 @@ def test_spearman_matches_scipy_and_handles_constant_maps():
     assert np.isnan(spearman(np.ones((1, 3, 3)), a[:1, :3, :3])[0])
 
 
+def test_spearman_gives_ties_their_average_rank_as_scipy():
+    # Rectified maps: mostly zero, in different places. Pixel-order ranks of the zeros would
+    # correlate them by position; average ranks (scipy) do not.
+    rng = np.random.default_rng(3)
+    a = np.clip(rng.normal(size=(6, 8, 8)) - 1.0, 0, None)
+    b = np.clip(rng.normal(size=(6, 8, 8)) - 1.0, 0, None)
+    b[0] = np.round(a[0], 1)  # ties inside a monotone copy
+    expected = [spearmanr(x.ravel(), y.ravel()).statistic for x, y in zip(a, b)]
+    np.testing.assert_allclose(spearman(a, b), expected, atol=1e-12)
+    step = np.zeros((1, 4, 4))
+    step[0, 2:] = 1.0  # two tied levels: rank correlation with itself is exactly 1
+    assert spearman(step, step)[0] == pytest.approx(1.0)
+
+
 def test_cascade_leaves_an_input_only_map_unchanged_and_changes_gradcam():
     torch.manual_seed(0)
     model = densenet121(num_classes=14, weights="none").eval()

@@ -1,7 +1,8 @@
-"""chexlib.reported and chexlib.plots.galleries on a tiny phantom with made-up predictions.
+"""chexlib.reported and chexlib.plots.galleries on a tiny phantom with made-up predictions, and
+predictions.csv (chexlib.artefacts) read back exactly.
 
 References: the phantom's own mask files decoded with pycocotools, the probabilities written,
-and outcomes recomputed here from labels, probabilities and thresholds.
+outcomes recomputed here from labels, probabilities and thresholds, and sklearn's AUROC.
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ import numpy as np
 import pandas as pd
 import pytest
 from pycocotools import mask as coco_mask
+from sklearn.metrics import roc_auc_score
 
+from chexlib import artefacts, metrics
 from chexlib.errors import LabelFileError
 from chexlib.masks import resize_mask
 from chexlib.observations import OBSERVATIONS
@@ -39,7 +42,7 @@ def reported(run):
 def test_joins_predictions_outcomes_and_images(run, reported):
     _, _, probs, outcomes = run
     assert len(reported) == 12
-    np.testing.assert_allclose(reported.probs, probs, atol=1e-6)
+    np.testing.assert_array_equal(reported.probs, probs)  # predictions.csv is exact
     assert reported.images([0, 3]).shape == (2, 3, SIZE, SIZE)
     assert reported.grayscale(5).shape == (SIZE, SIZE)
     j = OBSERVATIONS.index("Edema")
@@ -107,3 +110,71 @@ def test_outcome_gallery_shows_each_picked_case_or_says_none(reported):
     assert ("no" in note) == (len(kinds) < 3)
     fig, note = galleries.outcome_gallery(reported, name, explain, outcomes=())
     assert fig is None and len(calls) == 1
+
+
+# ------------------------------------------------------------------------------------------------
+# predictions.csv: the probabilities read back bit for bit
+# ------------------------------------------------------------------------------------------------
+
+
+def _near_neighbours(dtype, n: int, seed: int) -> np.ndarray:
+    """[n, 14] probabilities of ``dtype``: per class a few centres, each with neighbours a few
+    units in the last place away, so that they differ only from the 7th significant digit on."""
+    rng = np.random.default_rng(seed)
+    out = np.empty((n, len(OBSERVATIONS)), dtype=dtype)
+    for j in range(len(OBSERVATIONS)):
+        centres = rng.uniform(0.05, 0.95, size=4).astype(dtype)
+        for i in range(n):
+            value = centres[i % 4]
+            for _ in range(int(rng.integers(0, 12))):
+                value = np.nextafter(value, dtype(1))
+            out[i, j] = value
+    return out
+
+
+def _labels(n: int, seed: int) -> np.ndarray:
+    y = (np.random.default_rng(seed).uniform(size=(n, len(OBSERVATIONS))) < 0.4).astype(np.float64)
+    y[0], y[1] = 1.0, 0.0  # both labels in every class: every AUROC is defined
+    return y
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_predictions_csv_returns_the_probabilities_bit_for_bit(tmp_path, dtype):
+    n = 48
+    probs = _near_neighbours(dtype, n, seed=1)
+    probs[2, :3] = [0.0, 1.0, np.finfo(dtype).tiny]  # the ends and the smallest normal number
+    probs[3, :2] = [np.nextafter(dtype(1), dtype(0)), np.nextafter(dtype(0), dtype(1))]
+    labels, paths = _labels(n, seed=2), [f"valid/patient{i:05d}/study1/view1_frontal.jpg"
+                                         for i in range(n)]
+    # What the old 6-digit file merged: distinct probabilities that print alike at 6 digits.
+    assert len({f"{v:.6g}" for v in probs[:, 0].tolist()}) < len(np.unique(probs[:, 0]))
+    path = artefacts.write_predictions(tmp_path / "predictions.csv", paths, labels, probs)
+    read_paths, read_labels, read_probs = artefacts.read_predictions(path)
+    assert read_paths == paths
+    np.testing.assert_array_equal(read_labels, labels)
+    assert read_probs.dtype == np.float64
+    assert np.array_equal(read_probs, probs)
+    back = read_probs.astype(dtype)  # the written dtype again, exactly
+    uint = np.uint32 if dtype == np.float32 else np.uint64
+    assert np.array_equal(back.view(uint), probs.view(uint))
+    assert [p.name for p in tmp_path.iterdir()] == ["predictions.csv"]  # no temporary file left
+
+
+def test_aurocs_recomputed_from_predictions_csv_equal_the_in_memory_ones(tmp_path):
+    """What notebook 03 does: metrics.json from the in-memory float32 probabilities, and
+    predictions.csv from the same arrays; anything recomputed from the file must agree."""
+    n = 60
+    probs, labels = _near_neighbours(np.float32, n, seed=3), _labels(n, seed=4)
+    paths = [f"p{i}.jpg" for i in range(n)]
+    _, _, read = artefacts.read_predictions(
+        artefacts.write_predictions(tmp_path / "predictions.csv", paths, labels, probs))
+    rounded = np.array([[float(f"{v:.6g}") for v in row] for row in probs.tolist()])
+    changed_by_rounding = 0
+    for j, name in enumerate(OBSERVATIONS):
+        in_memory = roc_auc_score(labels[:, j], probs[:, j])
+        assert roc_auc_score(labels[:, j], read[:, j]) == in_memory, name
+        changed_by_rounding += roc_auc_score(labels[:, j], rounded[:, j]) != in_memory
+    assert changed_by_rounding > 0  # the old 6-digit file would have failed this test
+    # chexlib's own AUROC / AUPRC (what metrics.json holds) agree bit for bit too.
+    for ours, theirs in zip(metrics.auroc_auprc(labels, probs), metrics.auroc_auprc(labels, read)):
+        assert np.array_equal(ours, theirs)

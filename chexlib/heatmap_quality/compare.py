@@ -4,8 +4,8 @@ The pairs are chosen from the outcomes (notebook 03): for each observation, the 
 true positives, false positives and false negatives. Localisation needs a ground-truth mask
 (positives the phantom drew; CheXlocalize's annotations for the real data), so it is scored on
 TP and FN pairs; faithfulness (on a seeded sample of the pairs), the sanity check (on a few true
-positives) and the shortcut on every pair. :func:`metric_summary` joins the summaries into one
-row per method.
+positives) and the shortcut on every pair; class sensitivity on the sanity sample's images. The
+summaries, verdicts and key insights are :mod:`chexlib.heatmap_quality.summaries`.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from chexlib import methods
+from chexlib.data.labels import patient_ids
 from chexlib.explain.dispatch import explain
 from chexlib.heatmap_quality import faithfulness, localisation, sanity
 from chexlib.methods import RANDOM
@@ -35,7 +36,8 @@ def evaluation_pairs(reported, n: int, observations: Sequence[str] = OBSERVATION
     -------
     DataFrame
         Columns ``row`` (reported row), ``observation``, ``class`` (logit index), ``outcome``,
-        ``probability``, ``has_mask``; sorted by row.
+        ``probability``, ``has_mask``, ``patient`` (from the image path: the unit the intervals
+        resample, since pairs of one image or one patient are not independent); sorted by row.
     """
     records = []
     for name in observations:
@@ -47,6 +49,8 @@ def evaluation_pairs(reported, n: int, observations: Sequence[str] = OBSERVATION
                                 "has_mask": reported.outline(row, name) is not None})
     columns = ["row", "observation", "class", "outcome", "probability", "has_mask"]
     pairs = pd.DataFrame(records, columns=columns)
+    paths = pd.DataFrame({"Path": [str(reported.paths[int(r)]) for r in pairs["row"]]})
+    pairs["patient"] = patient_ids(paths).fillna(paths["Path"]).to_numpy()
     return pairs.sort_values(["row", "class"], kind="stable").reset_index(drop=True)
 
 
@@ -88,34 +92,6 @@ def pair_masks(reported, pairs: pd.DataFrame, kind: str = "finding") -> np.ndarr
     return masks
 
 
-def bootstrap_mean(values, n_boot: int = 1000, seed: int = 0,
-                   level: float = 0.95) -> tuple[float, float, float]:
-    """Mean and percentile-bootstrap interval of the finite ``values`` (NaN when none)."""
-    x = np.asarray(values, dtype=float)
-    x = x[np.isfinite(x)]
-    if len(x) == 0:
-        return float("nan"), float("nan"), float("nan")
-    generator = np.random.default_rng(seed)
-    means = x[generator.integers(0, len(x), size=(n_boot, len(x)))].mean(axis=1)
-    tail = (1 - level) / 2 * 100
-    return float(x.mean()), float(np.percentile(means, tail)), float(np.percentile(means, 100 - tail))
-
-
-def summary_table(scores: pd.DataFrame, by: Sequence[str], metrics: Sequence[str],
-                  n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
-    """Mean, 95% bootstrap interval and count of each metric per group of ``by``."""
-    rows = []
-    for key, group in scores.groupby(list(by), sort=False):
-        key = key if isinstance(key, tuple) else (key,)
-        record = dict(zip(by, key))
-        for metric in metrics:
-            mean, low, high = bootstrap_mean(group[metric], n_boot, seed)
-            record |= {metric: mean, f"{metric} low": low, f"{metric} high": high,
-                       f"{metric} n": int(np.isfinite(group[metric].to_numpy(float)).sum())}
-        rows.append(record)
-    return pd.DataFrame(rows)
-
-
 def shortcut_correlation(reported) -> pd.Series:
     """Phi correlation, over the reported images, of the planted marker with each label."""
     marker = np.array([reported.outline(r, "shortcut") is not None for r in range(len(reported))],
@@ -129,75 +105,13 @@ def shortcut_correlation(reported) -> pd.Series:
     return pd.Series(phi, index=list(OBSERVATIONS), name="phi(marker, label)")
 
 
-def _interval(row, metric: str) -> str:
-    return f"{row[metric]:.2f} (95% CI {row[f'{metric} low']:.2f}-{row[f'{metric} high']:.2f})"
-
-
-def key_insights(localisation: pd.DataFrame, faithfulness: pd.DataFrame,
-                 shortcut: pd.DataFrame, scores: pd.DataFrame, chance: float) -> list[str]:
-    """Sentences computed from the comparison's tables (so they hold for this run only).
-
-    Parameters are the summaries of notebook 06 (:func:`summary_table` outputs for the
-    localisation ``mass``, the faithfulness ``aopc`` by method and order, the shortcut
-    ``share`` by method and observation group), the per-pair localisation ``scores`` and the
-    random map's chance level.
-    """
-    lines = []
-    real = localisation[(localisation["method"] != RANDOM) & localisation["mass"].notna()]
-    if len(real):
-        ranked = real.sort_values("mass", ascending=False)
-        best, second = ranked.iloc[0], ranked.iloc[1] if len(ranked) > 1 else None
-        separated = second is not None and best["mass low"] > second["mass high"]
-        lines.append(
-            f"Localisation: {best['method']} puts the largest share of positive relevance inside "
-            f"the ground truth, {_interval(best, 'mass')}; a random map scores about {chance:.2f}."
-            + ("" if second is None else
-               f" The runner-up, {second['method']}, {_interval(second, 'mass')}: "
-               + ("the intervals do not overlap." if separated else
-                  "the intervals overlap, so this sample does not separate them.")))
-    else:
-        lines.append("Localisation: no pair with a ground-truth mask in this sample.")
-    by_outcome = scores[scores["outcome"].isin(["TP", "FN"])]
-    if len(by_outcome) and by_outcome["outcome"].nunique() == 2:
-        worse = []
-        for method, group in by_outcome.groupby("method", sort=False):
-            if method == RANDOM:
-                continue
-            tp = bootstrap_mean(group.loc[group["outcome"] == "TP", "mass"])
-            fn = bootstrap_mean(group.loc[group["outcome"] == "FN", "mass"])
-            if np.isfinite(tp[0]) and np.isfinite(fn[0]) and fn[2] < tp[1]:
-                worse.append(method)
-        total = by_outcome.loc[by_outcome["method"] != RANDOM, "method"].nunique()
-        lines.append(
-            f"Errors: for {len(worse)} of {total} methods the maps of false negatives localise "
-            f"the finding clearly worse than those of true positives (intervals apart)"
-            + (f": {', '.join(worse)}." if worse else "; errors do not look different here."))
-    if len(faithfulness):
-        pivot = faithfulness.pivot_table(index="method", columns="order", values="aopc")
-        if {"morf", "lerf"} <= set(pivot.columns):
-            gap = (pivot["morf"] - pivot["lerf"]).dropna().sort_values(ascending=False)
-            random_gap = gap.get(RANDOM, float("nan"))
-            lines.append(
-                f"Faithfulness: removing regions in {gap.index[0]}'s order changes the logit most "
-                f"(AOPC MoRF - LeRF = {gap.iloc[0]:.2f}; random order: {random_gap:.2f}).")
-    group = MARKER_GROUP
-    marked = shortcut[(shortcut["observation group"] == group) & (shortcut["method"] != RANDOM)]
-    if len(marked) and marked["share"].notna().any():
-        top = marked.sort_values("share", ascending=False).iloc[0]
-        base = shortcut[(shortcut["method"] == RANDOM) & (shortcut["observation group"] == group)]
-        base_share = float(base["share"].iloc[0]) if len(base) else float("nan")
-        lines.append(
-            f"Shortcut: for observations correlated with the PORTABLE marker, {top['method']} "
-            f"reveals it most, {_interval(top, 'share')} of its positive relevance on the marker "
-            f"(a random map: {base_share:.2f}).")
-    else:
-        lines.append("Shortcut: no sampled image carries the marker for a correlated observation.")
-    return lines
-
-
 def localisation_scores(pairs: pd.DataFrame, maps: dict[str, np.ndarray],
                         masks: np.ndarray) -> pd.DataFrame:
     """Pointing game, mass and rank accuracy and Otsu IoU of every method on the masked pairs.
+
+    Every method is scored on its maps' positive part (signed LRP and rectified Grad-CAM on the
+    same footing: negative relevance is evidence *against* the class, not a location of it). A
+    blank map (no positive relevance) scores NaN in every metric and is flagged in ``blank``.
 
     Parameters
     ----------
@@ -209,17 +123,42 @@ def localisation_scores(pairs: pd.DataFrame, maps: dict[str, np.ndarray],
     Returns
     -------
     DataFrame
-        The scored pairs' columns plus ``method``, ``pointing``, ``mass``, ``rank``, ``iou``.
+        The scored pairs' columns plus ``method``, ``chance`` (the mask's area fraction: a
+        random map's expected score), ``blank``, ``pointing``, ``mass``, ``rank``, ``iou``.
     """
     keep = pairs["has_mask"].to_numpy(dtype=bool)
     frames = []
     for name, m in maps.items():
-        m, g = m[keep], masks[keep]
+        m, g = np.clip(m[keep], 0, None), masks[keep]
         frames.append(pairs[keep].assign(
-            method=name, pointing=localisation.pointing_game(m, g),
+            method=name, chance=localisation.chance_level(g), blank=localisation.blank_maps(m),
+            pointing=localisation.pointing_game(m, g),
             mass=localisation.relevance_mass_accuracy(m, g),
             rank=localisation.relevance_rank_accuracy(m, g), iou=localisation.otsu_iou(m, g)))
     return pd.concat(frames, ignore_index=True)
+
+
+def class_sensitivity(model: nn.Module, reported, rows: Sequence[int], methods: Sequence[str],
+                      device: str | torch.device = "cpu") -> pd.DataFrame:
+    """How much each method's maps of one image change with the class explained.
+
+    For each image, the maps of all 14 classes; their mean pairwise Spearman rank correlation
+    (:func:`~chexlib.heatmap_quality.sanity.class_map_correlation`). Near 1: the explanation
+    barely depends on the class (Sixt et al. 2020 show this for many modified-backprop rules),
+    so it says little about *that* class.
+
+    Returns
+    -------
+    DataFrame
+        ``row``, ``method``, ``class correlation`` (one row per image and method).
+    """
+    images = reported.images([int(r) for r in rows]).to(device)
+    records = []
+    for name in methods:
+        maps = explain(model, images, name, list(range(len(OBSERVATIONS)))).detach().cpu().numpy()
+        for row, value in zip(rows, sanity.class_map_correlation(maps)):
+            records.append({"row": int(row), "method": name, "class correlation": float(value)})
+    return pd.DataFrame(records)
 
 
 def faithfulness_sample(pairs: pd.DataFrame, n: int, seed: int = 0) -> pd.DataFrame:
@@ -327,27 +266,3 @@ def shortcut_shares(pairs: pd.DataFrame, maps: dict[str, np.ndarray], marker: np
     return shares
 
 
-def metric_summary(localisation_summary: pd.DataFrame, faithfulness_summary: pd.DataFrame,
-                   shortcut: pd.DataFrame) -> pd.DataFrame:
-    """One row per method: localisation means, AOPC gap (MoRF - LeRF) and mean shortcut share.
-
-    Parameters
-    ----------
-    localisation_summary : DataFrame
-        :func:`summary_table` of the localisation scores by ``method``.
-    faithfulness_summary : DataFrame
-        :func:`summary_table` of the AOPC by ``method`` and ``order`` (``morf`` and ``lerf``).
-    shortcut : DataFrame
-        :func:`shortcut_shares` (per pair).
-
-    Returns
-    -------
-    DataFrame
-        Indexed by method (the localisation summary's order): ``pointing``, ``mass``, ``rank``,
-        ``iou``, ``AOPC gap`` (NaN where not measured) and ``shortcut``.
-    """
-    summary = localisation_summary.set_index("method")[["pointing", "mass", "rank", "iou"]]
-    aopc_table = faithfulness_summary.pivot_table(index="method", columns="order", values="aopc")
-    summary["AOPC gap"] = aopc_table["morf"] - aopc_table["lerf"]  # MoRF - LeRF
-    summary["shortcut"] = shortcut.groupby("method")["share"].mean()
-    return summary

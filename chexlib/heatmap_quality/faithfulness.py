@@ -19,6 +19,8 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy import sparse
+from scipy.sparse.linalg import splu
 from torch import nn
 
 from chexlib.errors import ParameterError
@@ -28,7 +30,9 @@ from chexlib.explain.inputs import check_images, class_indices, device_dtype, nu
 ORDERS = ("morf", "lerf", "random")
 FILLS = ("blur", "noisy_linear", "mean", "zero")
 NOISE_STD = 0.1  # of the "noisy_linear" fill, in normalised units
-_FOUR_NEIGHBOURS = ((0.0, 1.0, 0.0), (1.0, 0.0, 1.0), (0.0, 1.0, 0.0))
+# ROAD's neighbour weights (Rong et al. 2022): (row offset, column offset), weight
+ROAD_WEIGHTS = (((-1, -1), 1 / 12), ((-1, 0), 1 / 6), ((-1, 1), 1 / 12), ((0, -1), 1 / 6),
+                ((0, 1), 1 / 6), ((1, -1), 1 / 12), ((1, 0), 1 / 6), ((1, 1), 1 / 12))
 
 
 # --------------------------------------------------------------------------------------------
@@ -58,17 +62,20 @@ def region_scores(maps: torch.Tensor, labels: torch.Tensor, count: int) -> torch
 def removal_rank(scores: torch.Tensor, order: str, seed: int) -> torch.Tensor:
     """Position of each region in the removal order, int64 [N, R] (0: removed first).
 
-    ``"morf"``: largest sum first; ``"lerf"``: smallest first (ties: the lower region index
-    first, both); ``"random"``: a random permutation per image from ``seed``.
+    ``"random"``: a random permutation per image from ``seed``; ``"morf"``: largest sum first;
+    ``"lerf"``: smallest first. Ties of ``"morf"`` and ``"lerf"`` follow that same seeded random
+    permutation (a sort by (score, random key)), not the region index, so tied regions (e.g. the
+    zero-relevance ones) are not removed from the top-left first; without ties the seed is unused.
     """
-    if order == "morf":
-        ranking = torch.argsort(-scores, dim=1, stable=True)
-    elif order == "lerf":
-        ranking = torch.argsort(scores, dim=1, stable=True)
+    generator = torch.Generator().manual_seed(seed)
+    shuffle = torch.argsort(torch.rand(scores.shape, generator=generator), dim=1)
+    shuffle = shuffle.to(scores.device)
+    if order == "random":
+        ranking = shuffle
     else:
-        generator = torch.Generator().manual_seed(seed)
-        ranking = torch.argsort(torch.rand(scores.shape, generator=generator), dim=1)
-        ranking = ranking.to(scores.device)
+        shuffled = scores.gather(1, shuffle)
+        within = torch.argsort(-shuffled if order == "morf" else shuffled, dim=1, stable=True)
+        ranking = shuffle.gather(1, within)
     positions = torch.arange(scores.shape[1], device=scores.device).expand_as(ranking)
     return torch.empty_like(ranking).scatter_(1, ranking, positions)
 
@@ -99,44 +106,117 @@ def gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
     return F.conv2d(rows, kernel.view(1, 1, -1, 1).expand(channels, 1, -1, 1), groups=channels)
 
 
-def _static_fill(images: torch.Tensor, fill: str, patch: int) -> torch.Tensor:
-    """The replacement image of the fills that do not depend on the removed pixels."""
+def _static_fill(images: torch.Tensor, fill: str, patch: int) -> torch.Tensor | None:
+    """The replacement image of the fills that do not depend on the removed pixels (None for
+    ``"noisy_linear"``, which does)."""
     if fill == "mean":
         return images.mean(dim=(-2, -1), keepdim=True).expand_as(images)
     if fill == "zero":
         return torch.zeros_like(images)
-    return gaussian_blur(images, patch / 2)  # "blur", and the source of "noisy_linear"
+    if fill == "blur":
+        return gaussian_blur(images, patch / 2)
+    return None
 
 
-def neighbour_mean(source: torch.Tensor, removed: torch.Tensor) -> torch.Tensor:
-    """Mean of ``source`` over each pixel's kept 4-neighbours (ROAD-style linear imputation).
+def road_system(removed: np.ndarray) -> tuple[sparse.csc_matrix, sparse.csr_matrix]:
+    """The sparse linear system of ROAD's linear imputation for one mask.
+
+    Each removed pixel ``i`` is the weighted mean of its 8 neighbours inside the image
+    (:data:`ROAD_WEIGHTS`: 1/6 direct, 1/12 diagonal, renormalised over the neighbours inside the
+    image), removed or not: ``sum_j w_ij x_i - sum_{j removed} w_ij x_j = sum_{j kept} w_ij v_j``.
 
     Parameters
     ----------
-    source : Tensor [B, C, H, W]
+    removed : ndarray bool [H, W]
+        At least one pixel removed and one kept.
+
+    Returns
+    -------
+    matrix : csc_matrix [n, n]
+        The left-hand side over the n removed pixels (row-major order); symmetric and positive
+        definite (diagonally dominant, strictly so next to a kept pixel).
+    coupling : csr_matrix [n, H * W]
+        ``coupling @ v`` (v: the image flattened, one column per channel) is the right-hand side;
+        it reads kept pixels only.
+    """
+    height, width = removed.shape
+    where = np.flatnonzero(removed)
+    n = len(where)
+    unknown = np.full(removed.size, -1, dtype=np.int64)  # pixel -> its variable, -1 if kept
+    unknown[where] = np.arange(n)
+    rows, cols = np.divmod(where, width)
+    diagonal = np.zeros(n)
+    lhs, rhs = [], []  # (equation, variable or pixel, weight) per offset
+    for (dr, dc), weight in ROAD_WEIGHTS:
+        r, c = rows + dr, cols + dc
+        equation = np.flatnonzero((r >= 0) & (r < height) & (c >= 0) & (c < width))
+        pixel = r[equation] * width + c[equation]
+        diagonal[equation] += weight
+        hole = unknown[pixel] >= 0
+        lhs.append((equation[hole], unknown[pixel[hole]], np.full(hole.sum(), -weight)))
+        rhs.append((equation[~hole], pixel[~hole], np.full((~hole).sum(), weight)))
+    lhs.append((np.arange(n), np.arange(n), diagonal))
+    return _sparse(lhs, (n, n)).tocsc(), _sparse(rhs, (n, removed.size))
+
+
+def _sparse(triplets: list[tuple[np.ndarray, ...]], shape: tuple[int, int]) -> sparse.csr_matrix:
+    rows, cols, values = (np.concatenate(part) for part in zip(*triplets))
+    return sparse.csr_matrix((values, (rows, cols)), shape=shape)
+
+
+def _impute_one(image: np.ndarray, removed: np.ndarray) -> np.ndarray:
+    """ROAD's linear imputation of one float64 image [C, H, W], without noise."""
+    if not removed.any():
+        return image
+    if removed.all():
+        return np.zeros_like(image)  # nothing kept to impute from
+    channels = len(image)
+    matrix, coupling = road_system(removed)
+    rhs = coupling @ image.reshape(channels, -1).T  # [n, C]: one factorisation, C solves
+    solution = splu(matrix, permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.0,
+                    options={"SymmetricMode": True}).solve(rhs)
+    out = image.copy()
+    out.reshape(channels, -1)[:, np.flatnonzero(removed)] = solution.T
+    return out
+
+
+def noisy_linear_impute(images: torch.Tensor, removed: torch.Tensor,
+                        noise: torch.Tensor | None = None) -> torch.Tensor:
+    """ROAD's noisy linear imputation (Rong et al. 2022) of the removed pixels.
+
+    For each image and channel, the removed pixels' values solve the sparse linear system of
+    :func:`road_system`: each is the weighted mean of its 8 neighbours (1/6 direct, 1/12
+    diagonal; neighbours outside the image are left out and the weights renormalised), the kept
+    ones fixed at their values. The removed pixels' own values are never read. One sparse LU
+    factorisation per (image, mask), shared by the channels; solved on the CPU in float64.
+
+    Parameters
+    ----------
+    images : Tensor [B, C, H, W]
     removed : Tensor bool [B, H, W]
+    noise : Tensor [B, C, H, W], optional
+        Added to the removed pixels only.
 
     Returns
     -------
     Tensor [B, C, H, W]
-        For each pixel, the mean of ``source`` over its up / down / left / right neighbours that
-        are inside the image and not removed; ``source`` itself where there is none (the inside of
-        a removed region).
+        The kept pixels unchanged, the removed ones imputed (plus the noise). An image with every
+        pixel removed has nothing to impute from: its removed pixels are 0 (plus the noise).
     """
-    channels = source.shape[1]
-    kernel = torch.tensor(_FOUR_NEIGHBOURS, dtype=source.dtype, device=source.device)
-    keep = (~removed).to(source.dtype)[:, None]
-    known = F.conv2d(keep, kernel.view(1, 1, 3, 3), padding=1)
-    total = F.conv2d(source * keep, kernel.view(1, 1, 3, 3).expand(channels, 1, 3, 3),
-                     padding=1, groups=channels)
-    return torch.where(known > 0, total / known.clamp(min=1), source)
+    values = images.detach().to("cpu", torch.float64).numpy()
+    masks = removed.detach().cpu().numpy()
+    filled = np.stack([_impute_one(value, mask) for value, mask in zip(values, masks)])
+    result = torch.from_numpy(filled).to(images.device, images.dtype)
+    if noise is None:
+        return result
+    return torch.where(removed[:, None], result + noise, result)
 
 
-def _fill_for(fill: str, static: torch.Tensor, noise: torch.Tensor | None,
-              removed: torch.Tensor) -> torch.Tensor:
+def _fill_for(fill: str, static: torch.Tensor | None, noise: torch.Tensor | None,
+              images: torch.Tensor, removed: torch.Tensor) -> torch.Tensor:
     if fill != "noisy_linear":
         return static
-    return neighbour_mean(static, removed) + noise
+    return noisy_linear_impute(images, removed, noise)
 
 
 # --------------------------------------------------------------------------------------------
@@ -205,8 +285,9 @@ def region_perturbation(model: nn.Module, images: torch.Tensor, maps: Any,
     classes : sequence of N logit indices or observation names
         The class each image is explained for (multi-label: images may differ).
     order : {"morf", "lerf", "random"}
-        Most relevant first, least relevant first (ties: the lower region index first, row-major
-        from the top-left), or a random permutation per image drawn from ``seed`` (the baseline).
+        Most relevant first, least relevant first, or a random permutation per image drawn from
+        ``seed`` (the baseline). Ties of ``"morf"`` and ``"lerf"`` (e.g. regions of zero
+        relevance) are broken by that same seeded permutation, not by the region index.
     patch : int
         Region side in pixels; edge regions are cut short when H or W is not a multiple.
     steps : int
@@ -215,22 +296,26 @@ def region_perturbation(model: nn.Module, images: torch.Tensor, maps: Any,
         What replaces a removed region:
 
         - ``"blur"``: the pixels of a Gaussian-blurred copy of the image (sigma = patch / 2,
-          separable conv2d, radius ceil(3 sigma), replicated borders);
-        - ``"noisy_linear"``: a simplified ROAD imputation (Rong et al. 2022). Each removed
-          pixel takes the mean, over its 4-neighbours (up, down, left, right) that are inside
-          the image and *not* removed at that step, of the blurred copy's values; a removed pixel
-          with no such neighbour (the inside of a removed region) takes the blurred copy's own
-          value. Gaussian noise of std 0.1 (normalised units), drawn once per image from
-          ``seed`` and the same at every step, is added. ROAD proper solves a linear system so
-          that every removed pixel is the weighted mean of its neighbours, removed or not;
-          this is one local step of it, on the blurred image;
+          separable conv2d, radius ceil(3 sigma), replicated borders). The removed pixels'
+          own values leak into it;
+        - ``"noisy_linear"``: ROAD's noisy linear imputation (Rong et al. 2022; pytorch-grad-cam's
+          ``NoisyLinearImputer``), see :func:`noisy_linear_impute`. At each step and for each
+          channel the removed pixels solve a sparse linear system making each the weighted mean
+          of its 8 neighbours (1/6 direct, 1/12 diagonal, renormalised at the image border),
+          the kept pixels fixed, so nothing of the removed content leaks back; Gaussian noise of
+          std ``NOISE_STD`` = 0.1 (normalised units), drawn once per image from ``seed`` and the
+          same at every step, is added to the removed pixels. When every region is removed
+          (the last step) there is nothing to impute from: the removed pixels are 0 plus the
+          noise. Exact but slower than the others (one sparse factorisation per (image, step),
+          on the CPU);
         - ``"mean"``: each channel's mean over the (unperturbed) image;
         - ``"zero"``: zeros in normalised space (the dataset mean colour, not black; the
           literature's black fill is ``-mean / std`` per channel).
     batch_size : int
         Images per forward pass.
     seed : int
-        Seeds the random order and the noise of ``"noisy_linear"``.
+        Seeds the random order (also the tie-break of ``"morf"`` and ``"lerf"``) and the noise of
+        ``"noisy_linear"``.
 
     Returns
     -------
@@ -289,8 +374,9 @@ class _Plan:
         pair = torch.arange(start, stop, device=self.images.device)
         image, step = pair // len(self.counts), pair % len(self.counts)
         removed = self.rank[image][:, self.labels] < self.counts[step][:, None, None]
+        static = None if self.static is None else self.static[image]
         noise = None if self.noise is None else self.noise[image]
-        filled = _fill_for(self.fill, self.static[image], noise, removed)
+        filled = _fill_for(self.fill, static, noise, self.images[image], removed)
         return torch.where(removed[:, None], filled, self.images[image]), image
 
     def logits(self, model: nn.Module, start: int, batch_size: int) -> torch.Tensor:

@@ -5,7 +5,16 @@ Every metric takes ``maps`` [N, H, W] (float, signed allowed; numpy or torch) an
 against mask ``n`` only, so a multi-label batch is simply one row per (image, class) pair. A map
 whose mask is empty scores NaN (nothing to localise; drop it or use ``np.nanmean``).
 
-``pointing_game``            1 if the map's maximum lies in the mask (Zhang et al. 2018)
+A *blank* map, one with no positive relevance (all zero, or only negative: a rectified Grad-CAM
+map of a class the image shows no evidence for), points nowhere: it scores NaN in every metric,
+so that every metric agrees on what a blank map is and a mean over maps is a mean over maps that
+say something. Report the blank rate (:func:`blank_maps`) beside each mean. Tied maxima (flat
+regions of an upsampled coarse map) are scored by their expectation under random tie-breaking,
+never by the first pixel in row-major order (which puts them in the top-left corner).
+
+``blank_maps``               True where a map has no positive relevance
+``pointing_game``            the map's maximum lies in the mask (Zhang et al. 2018); tied maxima:
+                             the fraction inside; optional tolerance in pixels
 ``relevance_mass_accuracy``  share of the positive relevance inside the mask (Arras et al. 2022)
 ``relevance_rank_accuracy``  share of the K most relevant pixels inside the mask, K = mask size
 ``otsu_iou``                 IoU of the Otsu-binarised positive map with the mask
@@ -25,6 +34,9 @@ import torch
 from chexlib.errors import ParameterError
 
 OTSU_BINS = 256
+#: Zhang et al. 2018's pointing-game tolerance (15 px at 224 px) is an option of
+#: :func:`pointing_game`; the default is none (the maximum itself must be inside).
+ZHANG_TOLERANCE = 15
 
 
 # --------------------------------------------------------------------------------------------
@@ -89,8 +101,33 @@ def _flat_pair(maps: Any, masks: Any) -> tuple[np.ndarray, np.ndarray]:
     return values.reshape(count, -1), regions.reshape(count, -1)
 
 
-def _nan_where_empty(scores: np.ndarray, regions: np.ndarray) -> np.ndarray:
-    return np.where(regions.any(axis=1), scores, np.nan).astype(np.float64)
+def _nan_where_empty(scores: np.ndarray, regions: np.ndarray,
+                     values: np.ndarray | None = None) -> np.ndarray:
+    """NaN where the mask is empty and, given the maps, where the map is blank."""
+    defined = regions.any(axis=1)
+    if values is not None:
+        defined &= ~_blank_rows(values)
+    return np.where(defined, scores, np.nan).astype(np.float64)
+
+
+def _blank_rows(values: np.ndarray) -> np.ndarray:
+    return ~(values > 0).any(axis=1)
+
+
+def blank_maps(maps: Any) -> np.ndarray:
+    """Which maps are blank: no positive relevance anywhere (all zero, or only negative).
+
+    Parameters
+    ----------
+    maps : array or Tensor [N, H, W]
+
+    Returns
+    -------
+    ndarray bool [N]
+        True where every localisation metric is NaN because the map points nowhere.
+    """
+    values = as_map_batch(maps)
+    return _blank_rows(values.reshape(len(values), -1))
 
 
 def _safe_ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
@@ -104,8 +141,8 @@ def _safe_ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 
 
-def pointing_game(maps: Any, masks: Any) -> np.ndarray:
-    """Pointing game: 1.0 if the map's maximum lies inside the mask, else 0.0.
+def pointing_game(maps: Any, masks: Any, tolerance: float = 0) -> np.ndarray:
+    """Pointing game: whether the map's maximum lies inside the mask, in expectation over ties.
 
     Parameters
     ----------
@@ -113,22 +150,43 @@ def pointing_game(maps: Any, masks: Any) -> np.ndarray:
         Heatmaps (signed allowed).
     masks : array or Tensor [N, H, W]
         Ground-truth masks (bool or 0/1), one per map.
+    tolerance : float
+        Pixels: a maximum within this Euclidean distance of the mask counts as inside (Zhang et
+        al. 2018 use :data:`ZHANG_TOLERANCE` = 15 at 224 px). Default 0: inside the mask.
 
     Returns
     -------
     ndarray float64 [N]
-        NaN where the mask is empty. Ties: the first maximum in row-major order is the hit
-        (Quantus counts a hit if *any* tied maximum is inside).
+        The fraction of the map's tied maxima that lie inside the (tolerance-widened) mask: 1.0
+        or 0.0 for a single maximum; the expected hit when a tie is broken at random. NaN where
+        the mask is empty or the map is blank (:func:`blank_maps`). (Quantus counts a hit if
+        *any* tied maximum is inside.)
 
     Raises
     ------
     ParameterError
-        Malformed maps or masks, or shapes that disagree.
+        Malformed maps, masks or tolerance, or shapes that disagree.
     """
+    if not (np.isscalar(tolerance) and np.isfinite(tolerance) and tolerance >= 0):
+        raise ParameterError(f"tolerance={tolerance!r}: expected a distance in pixels >= 0")
     values, regions = _flat_pair(maps, masks)
-    peak = values.argmax(axis=1)  # numpy: the first maximum in row-major order
-    hits = regions[np.arange(len(values)), peak].astype(np.float64)
-    return _nan_where_empty(hits, regions)
+    target = regions if tolerance == 0 else _widened(masks, float(tolerance)).reshape(
+        regions.shape)
+    tied = values == values.max(axis=1, keepdims=True)
+    hits = (tied & target).sum(axis=1) / tied.sum(axis=1)
+    return _nan_where_empty(hits, regions, values)
+
+
+def _widened(masks: Any, tolerance: float) -> np.ndarray:
+    """Each mask grown by every pixel within ``tolerance`` of it (Euclidean), [N, H, W]."""
+    from scipy.ndimage import distance_transform_edt
+
+    regions = as_mask_batch(masks)
+    out = np.zeros_like(regions)
+    for n, region in enumerate(regions):
+        if region.any():
+            out[n] = distance_transform_edt(~region) <= tolerance
+    return out
 
 
 def relevance_mass_accuracy(maps: Any, masks: Any) -> np.ndarray:
@@ -145,7 +203,7 @@ def relevance_mass_accuracy(maps: Any, masks: Any) -> np.ndarray:
     Returns
     -------
     ndarray float64 [N]
-        In [0, 1]; 0.0 for a map without positive relevance; NaN where the mask is empty.
+        In [0, 1]; NaN where the mask is empty or the map is blank (no positive relevance).
 
     Raises
     ------
@@ -155,15 +213,15 @@ def relevance_mass_accuracy(maps: Any, masks: Any) -> np.ndarray:
     values, regions = _flat_pair(maps, masks)
     positive = np.clip(values, 0.0, None)
     inside = (positive * regions).sum(axis=1)
-    return _nan_where_empty(_safe_ratio(inside, positive.sum(axis=1)), regions)
+    return _nan_where_empty(_safe_ratio(inside, positive.sum(axis=1)), regions, values)
 
 
 def relevance_rank_accuracy(maps: Any, masks: Any) -> np.ndarray:
     """Relevance rank accuracy (Arras et al. 2022): share of the top-K pixels inside the mask.
 
     K is the mask's pixel count. Pixels tied with the K-th largest value share the remaining
-    top-K places equally (the expected score under random tie-breaking), so a constant map scores
-    the chance level K / (H * W); without ties this is the plain count.
+    top-K places equally (the expected score under random tie-breaking), so a constant positive
+    map scores the chance level K / (H * W); without ties this is the plain count.
 
     Parameters
     ----------
@@ -173,7 +231,7 @@ def relevance_rank_accuracy(maps: Any, masks: Any) -> np.ndarray:
     Returns
     -------
     ndarray float64 [N]
-        In [0, 1]; NaN where the mask is empty.
+        In [0, 1]; NaN where the mask is empty or the map is blank.
 
     Raises
     ------
@@ -188,7 +246,7 @@ def relevance_rank_accuracy(maps: Any, masks: Any) -> np.ndarray:
     places_left = top_k - above.sum(axis=1)
     hits = (above & regions).sum(axis=1) + _safe_ratio(
         places_left * (tied & regions).sum(axis=1), tied.sum(axis=1))
-    return _nan_where_empty(_safe_ratio(hits, top_k), regions)
+    return _nan_where_empty(_safe_ratio(hits, top_k), regions, values)
 
 
 def _otsu_levels(values: np.ndarray, bins: int = OTSU_BINS) -> tuple[np.ndarray, np.ndarray]:
@@ -269,8 +327,8 @@ def otsu_iou(maps: Any, masks: Any) -> np.ndarray:
     Returns
     -------
     ndarray float64 [N]
-        In [0, 1]; 0.0 for a map whose clipped values are constant (no foreground); NaN where the
-        mask is empty.
+        In [0, 1]; 0.0 for a positive map whose values are all equal (no foreground); NaN where
+        the mask is empty or the map is blank.
 
     Raises
     ------
@@ -282,11 +340,12 @@ def otsu_iou(maps: Any, masks: Any) -> np.ndarray:
     foreground = scaled > levels[:, None]
     union = (foreground | regions).sum(axis=1)
     iou = _safe_ratio((foreground & regions).sum(axis=1), union)
-    return _nan_where_empty(iou, regions)
+    return _nan_where_empty(iou, regions, values)
 
 
 def chance_level(masks: Any) -> np.ndarray:
-    """Expected mass and rank accuracy of a uniform random map: the mask's area fraction.
+    """Expected pointing game, mass and rank accuracy of a uniform random map: the mask's area
+    fraction.
 
     Parameters
     ----------

@@ -93,9 +93,10 @@ def sanity_curves(randomisation: pd.DataFrame, blocks: Sequence[str] = CASCADE) 
 def metric_summary_heatmap(summary: pd.DataFrame) -> plt.Figure:
     """The metric summary as an annotated heatmap, one row per method.
 
-    ``summary`` is :func:`~chexlib.heatmap_quality.compare.metric_summary` (indexed by method).
+    ``summary`` is :func:`~chexlib.heatmap_quality.summaries.metric_summary` (indexed by method).
     """
     fig, ax = plt.subplots(figsize=(8, 0.45 * len(summary) + 1), layout="constrained")
     sns.heatmap(summary.astype(float), annot=True, fmt=".2f", cmap="viridis", cbar=False, ax=ax)
-    ax.set_title("metric summary (higher is better, except the shortcut share)")
+    ax.set_title("metric summary (higher is better, except blank rate, shortcut share and "
+                 "class correlation)")
     return fig
