@@ -345,3 +345,32 @@ def test_observation_verdicts_claim_only_what_the_interval_supports():
                         pd.DataFrame(columns=["outcome", "method", "mass"]), 0.25, table)[1]
     assert "localises Edema (n=20)" in line and "below chance Fracture (n=20)" in line
     assert "Cardiomegaly (n=20), Atelectasis (n=1)" in line
+
+
+def test_chexlocalize_evaluation_scores_the_ground_truth_images(run):
+    import torch.nn.functional as F
+
+    from chexlib.heatmap_quality.chexlocalize import LOCALIZED_OBSERVATIONS
+    from chexlib.heatmap_quality.compare import chexlocalize_evaluation
+    from chexlib.masks import rle_encode
+
+    reported, model, _ = run
+    frame = (60, 50)  # a full-resolution frame other than the model's square input
+    box = np.zeros(frame, dtype=bool)
+    box[10:40, 5:30] = True
+    truth = {}
+    for row in (0, 1):  # two reported images get ground truth; Cardiomegaly only in the first
+        truth[reported.image_id(row)] = {
+            name: rle_encode(box if (name == "Cardiomegaly" and row == 0) else
+                             np.zeros(frame, dtype=bool)) for name in LOCALIZED_OBSERVATIONS}
+    table = chexlocalize_evaluation(model, reported, truth, ["gradcam"], n_boot=40)
+    hit = table.loc[("gradcam", "hit rate", "Cardiomegaly")]
+    assert hit["n"] == 1  # only the image with the finding counts
+    # Hand computation: bilinear upsampling to the frame, the first maximum inside the box?
+    k = OBSERVATIONS.index("Cardiomegaly")
+    m = explain(model, reported.images([0]), "gradcam", [k])[0, 0]
+    up = F.interpolate(m[None, None], size=frame, mode="bilinear", align_corners=False)[0, 0]
+    peak = np.unravel_index(int(up.argmax()), frame)
+    assert hit["estimate"] == float(box[peak])
+    assert np.isnan(table.loc[("gradcam", "hit rate", "Edema"), "estimate"])  # no finding anywhere
+    assert chexlocalize_evaluation(model, reported, {}, ["gradcam"]).empty

@@ -20,7 +20,7 @@ from torch import nn
 from chexlib import methods
 from chexlib.data.labels import patient_ids
 from chexlib.explain.dispatch import explain
-from chexlib.heatmap_quality import faithfulness, localisation, sanity
+from chexlib.heatmap_quality import chexlocalize, faithfulness, localisation, sanity
 from chexlib.methods import RANDOM
 from chexlib.observations import OBSERVATIONS
 
@@ -266,3 +266,37 @@ def shortcut_shares(pairs: pd.DataFrame, maps: dict[str, np.ndarray], marker: np
     return shares
 
 
+def chexlocalize_evaluation(model: nn.Module, reported, ground_truth: dict,
+                            methods: Sequence[str], device: str | torch.device = "cpu",
+                            n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """CheXlocalize's hit rate and mIoU of each method, per observation, on the reported images
+    that have CheXlocalize ground truth (:mod:`chexlib.heatmap_quality.chexlocalize`).
+
+    Every ground-truth image is explained for each of the 10 localised observations, as
+    CheXlocalize evaluates (not only the positives the model found): hit rates over the images
+    with the finding, IoU on CheXlocalize's true-positive slice, their bootstrap over images.
+
+    Returns
+    -------
+    DataFrame
+        Index (``method``, ``metric``: "hit rate" or "mIoU", observation); columns of
+        :func:`~chexlib.heatmap_quality.chexlocalize.summarise` (``lower``, ``mean``, ``upper``,
+        ``estimate``, ``n``). Empty when no reported image has ground truth.
+    """
+    rows = [r for r in range(len(reported)) if reported.image_id(r) in ground_truth]
+    if not rows:
+        return pd.DataFrame()
+    sizes = chexlocalize.image_sizes(ground_truth)
+    tables = {}
+    for method in methods:
+        maps: dict[str, dict[str, np.ndarray]] = {reported.image_id(r): {} for r in rows}
+        for name in chexlocalize.LOCALIZED_OBSERVATIONS:
+            one = pd.DataFrame({"row": rows, "class": OBSERVATIONS.index(name)})
+            for r, m in zip(rows, pair_maps(model, reported, one, method, device=device,
+                                            seed=seed)):
+                maps[reported.image_id(r)][name] = m
+        segmentations = chexlocalize.segment_maps(maps, sizes)
+        for metric, table in (("hit rate", chexlocalize.hit_rates(maps, ground_truth)),
+                              ("mIoU", chexlocalize.ious(segmentations, ground_truth))):
+            tables[method, metric] = chexlocalize.summarise(table, n_boot=n_boot, seed=seed)
+    return pd.concat(tables, names=["method", "metric"])
