@@ -44,6 +44,20 @@ def test_pairs_follow_the_outcomes(run):
     assert pairs["patient"].str.fullmatch(r"patient\d+").all()  # the intervals' unit
 
 
+def test_signed_gradcam_is_gradcam_without_its_final_relu(run):
+    from chexlib.explain import gradcam
+    from chexlib.heatmap_quality.compare import SIGNED_GRADCAM
+
+    reported, model, _ = run
+    pairs = evaluation_pairs(reported, n=1, observations=["Edema", "Cardiomegaly"])
+    signed = pair_maps(model, reported, pairs, SIGNED_GRADCAM)
+    for i, (row, k) in enumerate(zip(pairs["row"], pairs["class"])):
+        expected = gradcam(model, reported.images([int(row)]), [int(k)], relu=False)[0, 0]
+        torch.testing.assert_close(torch.from_numpy(signed[i]), expected, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(np.clip(signed, 0, None), pair_maps(model, reported, pairs, "gradcam"),
+                               rtol=1e-5, atol=1e-7)  # its positive part is Grad-CAM
+
+
 def test_maps_and_masks_per_pair(run):
     reported, model, _ = run
     pairs = evaluation_pairs(reported, n=1, observations=["Edema", "Cardiomegaly", "Fracture"])
@@ -228,7 +242,9 @@ def test_metric_summary_joins_the_tables_by_method():
                              "share": [0.1, 0.3, 0.5, 0.0, 0.2]})
     summary = metric_summary(localisation_summary, faithfulness_summary, shortcut)
     assert list(summary.index) == ["b", "a", "random"]
-    assert list(summary.columns) == ["pointing", "mass", "rank", "iou", "AOPC gap", "shortcut"]
+    assert list(summary.columns) == ["pointing", "mass", "rank", "iou", "AOPC gap", "AOPC MoRF",
+                                     "AOPC LeRF", "shortcut"]
+    assert summary.loc["a", "AOPC MoRF"] == 0.9 and summary.loc["a", "AOPC LeRF"] == 0.2
     assert summary.loc["a", "AOPC gap"] == pytest.approx(0.9 - 0.2)
     assert summary.loc["b", "AOPC gap"] == pytest.approx(0.6 - 0.5)
     assert np.isnan(summary.loc["random", "AOPC gap"])  # not measured: NaN, not 0
@@ -238,7 +254,12 @@ def test_metric_summary_joins_the_tables_by_method():
     with_sensitivity = metric_summary(localisation_summary.assign(blank_rate=[0.0, 0.5, 0.0]),
                                       faithfulness_summary, shortcut, sensitivity)
     assert list(with_sensitivity.columns) == ["blank_rate", "pointing", "mass", "rank", "iou",
-                                              "AOPC gap", "shortcut", "class correlation"]
+                                              "AOPC gap", "AOPC MoRF", "AOPC LeRF", "shortcut",
+                                              "class correlation"]
+    signed = metric_summary(localisation_summary, pd.concat([faithfulness_summary, pd.DataFrame(
+        {"method": ["s", "s"], "order": ["morf", "lerf"], "aopc": [0.5, -0.4]})]), shortcut)
+    assert list(signed.index) == ["b", "a", "random", "s"]  # a faithfulness-only method
+    assert signed.loc["s", "AOPC gap"] == pytest.approx(0.9) and np.isnan(signed.loc["s", "mass"])
     assert with_sensitivity.loc["a", "class correlation"] == pytest.approx(0.8)
     assert np.isnan(with_sensitivity.loc["random", "class correlation"])
 

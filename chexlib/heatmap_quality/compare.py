@@ -20,12 +20,17 @@ from torch import nn
 from chexlib import methods
 from chexlib.data.labels import patient_ids
 from chexlib.explain.dispatch import explain
+from chexlib.explain.gradcam import gradcam
 from chexlib.heatmap_quality import chexlocalize, faithfulness, localisation, sanity
 from chexlib.methods import RANDOM
 from chexlib.observations import OBSERVATIONS
 
 #: The shortcut table's ``observation group`` of the observations correlated with the marker.
 MARKER_GROUP = "correlated with the marker"
+#: Grad-CAM without its final ReLU (``relu=False``): signed like LRP, so that the faithfulness
+#: test can compare signed with signed (LeRF removes negative evidence first only where a map has
+#: some). A comparison-only name, not a registry method.
+SIGNED_GRADCAM = "gradcam_signed"
 
 
 def evaluation_pairs(reported, n: int, observations: Sequence[str] = OBSERVATIONS,
@@ -62,9 +67,13 @@ def pair_maps(model: nn.Module, reported, pairs: pd.DataFrame, method: str,
     Pairs of one class are explained together, in batches of up to ``batch_size`` images
     (batched backward passes are several times cheaper per image than one image at a time).
     A baseline of the registry (``"random"``: seeded standard-normal maps, the chance level) is
-    drawn for all pairs at once with ``seed``, without loading the images.
+    drawn for all pairs at once with ``seed``, without loading the images; :data:`SIGNED_GRADCAM`
+    is Grad-CAM with ``relu=False``.
     """
     size = reported.image_size
+    if method == SIGNED_GRADCAM:
+        def signed(net, images, classes):
+            return gradcam(net, images, classes, relu=False)
     if method in methods.BASELINES:
         stand_in = torch.empty((len(pairs), 0, size, size))  # a baseline reads only the shape
         return methods.get(method)(model, stand_in, [0], seed=seed)[:, 0].numpy()
@@ -73,7 +82,9 @@ def pair_maps(model: nn.Module, reported, pairs: pd.DataFrame, method: str,
         for start in range(0, len(group), batch_size):
             chunk = group.iloc[start:start + batch_size]
             images = reported.images([int(r) for r in chunk["row"]]).to(device)
-            maps = explain(model, images, method, [int(k)])[:, 0].detach().cpu().numpy()
+            explained = (signed(model, images, [int(k)]) if method == SIGNED_GRADCAM
+                         else explain(model, images, method, [int(k)]))
+            maps = explained[:, 0].detach().cpu().numpy()
             out[chunk.index.to_numpy()] = maps
     return out
 

@@ -133,10 +133,13 @@ def key_insights(localisation: pd.DataFrame, faithfulness: pd.DataFrame,
         pivot = faithfulness.pivot_table(index="method", columns="order", values="aopc")
         if {"morf", "lerf"} <= set(pivot.columns):
             gap = (pivot["morf"] - pivot["lerf"]).dropna().sort_values(ascending=False)
-            random_gap = gap.get(RANDOM, float("nan"))
+            morf = pivot["morf"].dropna().sort_values(ascending=False)
             lines.append(
                 f"Faithfulness: removing regions in {gap.index[0]}'s order changes the logit most "
-                f"(AOPC MoRF - LeRF = {gap.iloc[0]:.2f}; random order: {random_gap:.2f}).")
+                f"(AOPC MoRF - LeRF = {gap.iloc[0]:.2f}; random order: "
+                f"{gap.get(RANDOM, float('nan')):.2f}); by MoRF alone, which does not favour "
+                f"signed maps, {morf.index[0]} ({morf.iloc[0]:.2f}; random order: "
+                f"{morf.get(RANDOM, float('nan')):.2f}).")
     group = MARKER_GROUP
     marked = shortcut[(shortcut["observation group"] == group) & (shortcut["method"] != RANDOM)]
     if len(marked) and marked["share"].notna().any():
@@ -248,15 +251,21 @@ def metric_summary(localisation_summary: pd.DataFrame, faithfulness_summary: pd.
     Returns
     -------
     DataFrame
-        Indexed by method (the localisation summary's order): ``blank_rate``, ``pointing``,
-        ``mass``, ``rank``, ``iou``, ``AOPC gap`` (NaN where not measured), ``shortcut`` and,
+        Indexed by method (the localisation summary's order, then methods only the faithfulness
+        test has): ``blank_rate``, ``pointing``, ``mass``, ``rank``, ``iou``, ``AOPC gap``,
+        ``AOPC MoRF``, ``AOPC LeRF`` (NaN where not measured), ``shortcut`` and,
         given ``sensitivity``, ``class correlation`` (1: the maps ignore the class).
     """
     columns = [c for c in ("blank_rate", "pointing", "mass", "rank", "iou")
                if c in localisation_summary.columns]
     summary = localisation_summary.set_index("method")[columns]
     aopc_table = faithfulness_summary.pivot_table(index="method", columns="order", values="aopc")
+    summary = summary.reindex([*summary.index,
+                               *(m for m in aopc_table.index if m not in summary.index)])
     summary["AOPC gap"] = aopc_table["morf"] - aopc_table["lerf"]  # MoRF - LeRF
+    # Each side on its own too: MoRF says how much the most relevant regions matter; LeRF, low,
+    # that the least relevant do not (a signed map's LeRF removes negative evidence first).
+    summary["AOPC MoRF"], summary["AOPC LeRF"] = aopc_table["morf"], aopc_table["lerf"]
     summary["shortcut"] = shortcut.groupby("method")["share"].mean()
     if sensitivity is not None and len(sensitivity):
         summary["class correlation"] = sensitivity.groupby("method")["class correlation"].mean()
