@@ -42,6 +42,9 @@ def test_pairs_follow_the_outcomes(run):
             assert (outcomes[chosen["row"], j] == kind).all()
     assert list(pairs["row"]) == sorted(pairs["row"])
     assert pairs["patient"].str.fullmatch(r"patient\d+").all()  # the intervals' unit
+    every = evaluation_pairs(reported, None, outcomes=("TP", "FN"))
+    for kind in ("TP", "FN"):
+        assert (every["outcome"] == kind).sum() == int((outcomes == kind).sum())
 
 
 def test_signed_gradcam_is_gradcam_without_its_final_relu(run):

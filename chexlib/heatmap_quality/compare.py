@@ -33,9 +33,10 @@ MARKER_GROUP = "correlated with the marker"
 SIGNED_GRADCAM = "gradcam_signed"
 
 
-def evaluation_pairs(reported, n: int, observations: Sequence[str] = OBSERVATIONS,
+def evaluation_pairs(reported, n: int | None, observations: Sequence[str] = OBSERVATIONS,
                      outcomes: Sequence[str] = ("TP", "FP", "FN")) -> pd.DataFrame:
-    """Up to ``n`` (image, observation) pairs per observation and outcome, most confident first.
+    """Up to ``n`` (image, observation) pairs per observation and outcome, most confident first
+    (``n=None``: every pair with that outcome among the reported images).
 
     Returns
     -------
@@ -48,7 +49,7 @@ def evaluation_pairs(reported, n: int, observations: Sequence[str] = OBSERVATION
     for name in observations:
         j = OBSERVATIONS.index(name)
         for kind in outcomes:
-            for row in reported.pick(name, kind, n):
+            for row in reported.pick(name, kind, len(reported) if n is None else n):
                 records.append({"row": row, "observation": name, "class": j, "outcome": kind,
                                 "probability": float(reported.probs[row, j]),
                                 "has_mask": reported.outline(row, name) is not None})
