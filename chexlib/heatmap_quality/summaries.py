@@ -17,6 +17,9 @@ from chexlib.heatmap_quality import localisation
 from chexlib.heatmap_quality.compare import MARKER_GROUP
 from chexlib.methods import RANDOM
 
+#: The fewest scored pairs behind a per-observation verdict ("localises", "below chance").
+MIN_VERDICT_PAIRS = 5
+
 
 def bootstrap_mean(values, n_boot: int = 1000, seed: int = 0, level: float = 0.95,
                    groups=None) -> tuple[float, float, float]:
@@ -162,7 +165,7 @@ def _verdict_line(localisation: pd.DataFrame, verdicts: pd.DataFrame) -> str:
     return (f"Per observation ({method}, true positives, relevance mass minus chance, intervals "
             f"over patients): localises {named.get('localises', 'none')}; below chance "
             f"{named.get('below chance', 'none')}; undetermined (interval holds chance, or "
-            f"under 2 maps) {named.get('undetermined', 'none')}.")
+            f"under {MIN_VERDICT_PAIRS} maps) {named.get('undetermined', 'none')}.")
 
 
 LOCALISATION_COLUMNS = ["observation", "method", "outcome", "n", "chance", "blank_rate",
@@ -208,7 +211,8 @@ def observation_verdicts(scores: pd.DataFrame, method: str, metric: str = "mass"
     The statistic is the pair's ``metric`` minus its chance level (the mask's area fraction),
     averaged over the observation's ``outcome`` pairs, with a patient-clustered bootstrap
     interval. ``verdict``: ``"localises"`` (interval above 0), ``"below chance"`` (below 0) or
-    ``"undetermined"`` (the interval holds 0, or fewer than 2 scored pairs).
+    ``"undetermined"`` (the interval holds 0, or fewer than :data:`MIN_VERDICT_PAIRS` scored
+    pairs: a percentile bootstrap of 2-4 values is no interval).
 
     Returns
     -------
@@ -222,7 +226,7 @@ def observation_verdicts(scores: pd.DataFrame, method: str, metric: str = "mass"
         excess = group[metric] - group["chance"]
         mean, low, high = bootstrap_mean(excess, n_boot, seed, groups=group.get("patient"))
         n = int(np.isfinite(excess.to_numpy(float)).sum())
-        verdict = ("undetermined" if n < 2 or not np.isfinite(low) else
+        verdict = ("undetermined" if n < MIN_VERDICT_PAIRS or not np.isfinite(low) else
                    "localises" if low > 0 else "below chance" if high < 0 else "undetermined")
         rows.append({"observation": name, "n": n, "blank_rate": float(group["blank"].mean()),
                      "excess": mean, "excess low": low, "excess high": high, "verdict": verdict})
