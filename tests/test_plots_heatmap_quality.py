@@ -88,3 +88,21 @@ def test_metric_summary_heatmap_annotates_every_value():
     assert [t.get_text() for t in ax.get_xticklabels()] == ["mass", "AOPC gap"]
     assert ax.get_title().startswith("metric summary")
     assert fig.get_size_inches()[1] == pytest.approx(0.45 * 2 + 1)
+
+
+def test_localisation_vs_auroc_draws_one_point_per_observation_and_method():
+    from chexlib.plots.heatmap_quality import localisation_vs_auroc
+
+    table = pd.DataFrame({
+        "observation": ["Edema", "Edema", "Cardiomegaly", "Cardiomegaly", "Fracture"],
+        "method": ["a", "b", "a", "b", "a"], "outcome": ["TP", "TP", "TP", "TP", "FN"],
+        "n": [20, 20, 15, 15, 3], "chance": [0.2, 0.2, 0.1, 0.1, 0.3],
+        "mass": [0.5, 0.1, np.nan, 0.3, 0.4], "auroc": [0.9, 0.9, 0.7, 0.7, 0.6]})
+    fig = localisation_vs_auroc(table)
+    ax = fig.axes[0]
+    points = np.concatenate([c.get_offsets() for c in ax.collections if len(c.get_offsets())])
+    # Edema a and b, Cardiomegaly b (a is NaN); the FN row is not drawn.
+    np.testing.assert_allclose(sorted(map(tuple, points)), [(0.7, 0.2), (0.9, -0.1), (0.9, 0.3)],
+                               atol=1e-12)
+    assert {t.get_text() for t in ax.texts} == {"Edema", "Cardiomegaly"}
+    plt.close(fig)

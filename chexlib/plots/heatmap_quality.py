@@ -100,3 +100,28 @@ def metric_summary_heatmap(summary: pd.DataFrame) -> plt.Figure:
     ax.set_title("metric summary (higher is better, except blank rate, shortcut share and "
                  "class correlation)")
     return fig
+
+
+def localisation_vs_auroc(by_observation: pd.DataFrame, outcome: str = "TP",
+                          metric: str = "mass") -> plt.Figure:
+    """Each observation's localisation (``metric`` minus its chance level) against its AUROC.
+
+    ``by_observation`` is :func:`~chexlib.heatmap_quality.summaries.localisation_by_observation`;
+    one point per observation and method (``outcome`` pairs), labelled with the observation and
+    sized by the pairs behind it. Above the dashed line the maps localise better than a random
+    map; a class the model detects well (high AUROC) need not be one its maps localise.
+    """
+    table = by_observation[by_observation["outcome"] == outcome].assign(
+        excess=lambda t: t[metric] - t["chance"]).dropna(subset=["excess", "auroc"])
+    fig, ax = plt.subplots(figsize=(7, 4.2), layout="constrained")
+    if len(table):
+        sns.scatterplot(table, x="auroc", y="excess", hue="method", size="n", sizes=(20, 200),
+                        ax=ax)
+        for row in table.drop_duplicates("observation").itertuples():
+            ax.annotate(row.observation, (row.auroc, row.excess), fontsize=7,
+                        xytext=(3, 3), textcoords="offset points")
+    ax.axhline(0, color="black", linestyle="--", linewidth=1)
+    ax.set_xlabel("AUROC of the class (notebook 03)")
+    ax.set_ylabel(f"{metric} minus chance, {outcome} pairs")
+    ax.set_title("localisation against detection, per observation")
+    return fig
