@@ -122,6 +122,7 @@ def test_key_insights_follow_the_numbers():
     shortcut = summary_table(share, ["method", "observation group"], ["share"], n_boot=50)
     lines = key_insights(localisation, faithfulness, shortcut, scores, chance=0.03)
     assert lines[0].startswith("Localisation: a puts the largest share") and "b" in lines[0]
+    assert "over 40 of 40 maps" in lines[0]  # what the mean is over (no blank column here)
     assert "do not overlap" in lines[0]
     assert "for 1 of 2 methods" in lines[1] and lines[1].endswith(": a.")
     assert "in b's order" in lines[2] and "0.90" in lines[2]
