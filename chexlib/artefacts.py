@@ -148,6 +148,18 @@ def read_metrics(path: str | os.PathLike) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
+def class_aurocs(path: str | os.PathLike) -> dict[str, float]:
+    """Observation -> AUROC from ``metrics.json`` (NaN where the class was undefined)."""
+    doc = read_metrics(path)
+    try:
+        return {name: float("nan") if row["auroc"] is None else float(row["auroc"])
+                for name, row in doc["per_class"].items()}
+    except (KeyError, TypeError, ValueError) as error:
+        raise LabelFileError(f"{path}: expected per_class -> observation -> auroc (a number or "
+                             f"null), as notebook 03 writes it; rerun notebook 03 ({error!r})"
+                             ) from None
+
+
 def _plain(value: Any) -> Any:
     """JSON-safe Python value: numpy scalars unwrapped, NaN -> None, lists kept."""
     if isinstance(value, (list, tuple)):

@@ -336,13 +336,49 @@ def test_class_map_correlation_is_one_for_class_blind_maps():
     assert class_map_correlation(own)[0] == pytest.approx(expected)
 
 
-def test_class_sensitivity_of_the_random_map_and_gradcam(run):
+def test_class_sensitivity_is_the_mean_spearman_of_one_images_class_maps(run):
+    from scipy.stats import spearmanr
+
     from chexlib.heatmap_quality.compare import class_sensitivity
 
     reported, model, _ = run
     table = class_sensitivity(model, reported, [0, 1], ["gradcam", "z"])
     assert list(table.columns) == ["row", "method", "class correlation"] and len(table) == 4
-    assert ((table["class correlation"] <= 1) & (table["class correlation"] >= -1)).all()
+    # Reference: scipy over the 91 pairs of image 1's 14 maps under z, skipping constant maps.
+    maps = explain(model, reported.images([0, 1]), "z", list(range(14)))[1].numpy()  # same batch
+    rho = [spearmanr(maps[i].ravel(), maps[j].ravel()).statistic
+           for i in range(14) for j in range(i + 1, 14)]
+    expected = np.nanmean(rho)
+    got = table[(table["row"] == 1) & (table["method"] == "z")]["class correlation"].item()
+    assert got == pytest.approx(expected, abs=1e-9)
+
+
+def test_masked_pair_scores_take_every_tp_and_fn_pair_with_a_mask(run):
+    from chexlib.heatmap_quality.compare import masked_pair_scores
+
+    reported, model, outcomes = run
+    pairs, masks, scores = masked_pair_scores(model, reported, ["gradcam", "random"])
+    expected = sum(1 for r in range(len(reported)) for j, name in enumerate(OBSERVATIONS)
+                   if outcomes[r, j] in ("TP", "FN") and reported.outline(r, name) is not None)
+    assert len(pairs) == expected > 0 and pairs["has_mask"].all() and masks.any(axis=(1, 2)).all()
+    assert list(scores["method"].unique()) == ["gradcam", "random"] and len(scores) == 2 * expected
+
+
+def test_class_aurocs_reads_metrics_json_and_names_a_malformed_file(tmp_path):
+    import json
+
+    from chexlib.artefacts import class_aurocs
+    from chexlib.errors import LabelFileError
+
+    good = tmp_path / "metrics.json"
+    good.write_text(json.dumps({"per_class": {"Edema": {"auroc": 0.9}, "Fracture": {"auroc": None}},
+                                "summary": {}}))
+    aurocs = class_aurocs(good)
+    assert aurocs["Edema"] == 0.9 and np.isnan(aurocs["Fracture"])
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"per_class": {"Edema": {"AUC": 0.9}}}))
+    with pytest.raises(LabelFileError, match="bad.json.*auroc"):
+        class_aurocs(bad)
 
 
 def test_observation_verdicts_claim_only_what_the_interval_supports():

@@ -218,8 +218,7 @@ def test_noisy_linear_imputation_matches_pytorch_grad_cam(kind):
     """pytorch-grad-cam's ``NoisyLinearImputer`` (from ROAD's reference code; float32 image,
     mask 1 = kept, noise=0) on the same image and mask. Tolerance: max abs difference <= 1e-6 of
     the image's range (theirs is rounded to float32 at the end; measured ~2e-8 of the range)."""
-    road = pytest.importorskip("pytorch_grad_cam.metrics.road",
-                               reason="pytorch-grad-cam not installed")
+    from pytorch_grad_cam.metrics import road  # the test extra: required, never skipped
     height, width = 23, 18
     image = torch.randn(3, height, width, generator=torch.Generator().manual_seed(7))
     removed = road_masks(height, width, seed=8)[kind]

@@ -150,6 +150,27 @@ def localisation_scores(pairs: pd.DataFrame, maps: dict[str, np.ndarray],
     return pd.concat(frames, ignore_index=True)
 
 
+def masked_pair_scores(model: nn.Module, reported, methods: Sequence[str],
+                       outcomes: Sequence[str] = ("TP", "FN"), device: str | torch.device = "cpu",
+                       seed: int = 0) -> tuple[pd.DataFrame, np.ndarray, pd.DataFrame]:
+    """Every pair with a mask among the reported images, not a sample: their localisation.
+
+    Returns
+    -------
+    pairs : DataFrame
+        :func:`evaluation_pairs` with ``n=None``, only the pairs with a mask, re-indexed.
+    masks : ndarray bool [len(pairs), S, S]
+    scores : DataFrame
+        :func:`localisation_scores` of ``methods`` on them.
+    """
+    pairs = evaluation_pairs(reported, None, outcomes=outcomes)
+    pairs = pairs[pairs["has_mask"]].reset_index(drop=True)
+    masks = pair_masks(reported, pairs)
+    maps = {name: pair_maps(model, reported, pairs, name, device=device, seed=seed)
+            for name in methods}
+    return pairs, masks, localisation_scores(pairs, maps, masks)
+
+
 def class_sensitivity(model: nn.Module, reported, rows: Sequence[int], methods: Sequence[str],
                       device: str | torch.device = "cpu") -> pd.DataFrame:
     """How much each method's maps of one image change with the class explained.
