@@ -167,3 +167,28 @@ def test_every_structure_matches_zennit_per_class(fresh_verification, plans):
     assert [len(v) for _, v, _ in by_name["grouped"]["groups"]] == [1, 1]  # groups=2: not stacked
     assert "groups" in by_name["squared"] and "factors" not in by_name["squared"]
     assert "groups" not in by_name["head"]                             # zennit's reducer per class
+
+
+def test_each_plan_structure_is_verified_on_its_own(fresh_verification):
+    # Two gamma 1x1 convolutions, the same kind of rule and layer: one on a signed input (the
+    # crossed plan), one on a ReLU output (grouped). Each structure gets its own first-use check.
+    torch.manual_seed(3)
+    net = nn.Sequential(nn.Conv2d(3, 4, 1), nn.Conv2d(4, 4, 1), nn.ReLU(), nn.Conv2d(4, 4, 1),
+                        nn.Flatten(), nn.Linear(4 * 5 * 5, 3)).eval()
+    gamma_layers = {"1", "3"}
+
+    def module_map(ctx, name, module):
+        if name in gamma_layers:
+            return Gamma(gamma=0.25)
+        return Epsilon(epsilon=1e-6) if isinstance(module, (nn.Conv2d, nn.Linear)) else None
+
+    composite = Composite(module_map=module_map)
+    x = torch.randn(2, 3, 5, 5, generator=torch.Generator().manual_seed(4)).requires_grad_(True)
+    with composite.context(net) as hooked:
+        shared = shared_module.SharedModifiedForwards(composite)
+        logits = hooked(x)
+        for k in range(3):
+            torch.autograd.grad(logits, x, torch.eye(3)[k].expand_as(logits), retain_graph=k < 2)
+        shared.clear()
+    structures = {key[-1] for key in fresh_verification if key[0] == "Gamma"}
+    assert structures == {"crossed", "grouped"} and all(fresh_verification.values())

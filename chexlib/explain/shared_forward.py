@@ -59,9 +59,10 @@ class SharedModifiedForwards:
     - for a ``BasicHook`` that has those attributes, whose output modifiers are the identity
       (probed on a tensor) and whose layer is an ``nn.Linear`` or a zero-padded ``nn.Conv2d``
       (the input gradient then depends only on ``.weight``);
-    - and, the first time a kind of rule and layer is seen in a process, only if its result
-      equals zennit's own backward on that call (to 1e-5 of the relevance's largest value);
-      otherwise that kind keeps zennit's backward for the rest of the process.
+    - and, the first time a kind of rule and layer is seen in a process with a given plan
+      structure (crossed, grouped, or zennit's reducer), only if its result equals zennit's own
+      backward on that call (to 1e-5 of the relevance's largest value); otherwise that kind and
+      structure keep zennit's backward for the rest of the process.
 
     Parameters
     ----------
@@ -95,10 +96,14 @@ class SharedModifiedForwards:
     @staticmethod
     def _backward(hook: BasicHook, cache: dict, shape: _RuleShape):
         def backward(module, grad_input, grad_output):
-            kind = _kind(hook, module)
-            if not _has_direct_input_gradient(module) or _VERIFIED.get(kind) is False:
+            if not _has_direct_input_gradient(module):
                 return type(hook).backward(hook, module, grad_input, grad_output)
             fast = _shared_backward(hook, module, cache, shape, grad_input, grad_output)
+            # The plan's structure depends on the data (gamma on a signed or a ReLU input), so
+            # each structure of each kind of rule and layer is verified on its own first use.
+            kind = (*_kind(hook, module), _structure(cache))
+            if _VERIFIED.get(kind) is False:
+                return type(hook).backward(hook, module, grad_input, grad_output)
             if kind not in _VERIFIED:
                 reference = type(hook).backward(hook, module, grad_input, grad_output)
                 _VERIFIED[kind] = _same(fast, reference)
@@ -108,8 +113,8 @@ class SharedModifiedForwards:
         return backward
 
 
-# (rule class, layer class, layer geometry) -> whether the fast path matched zennit's backward
-# the first time it was used in this process.
+# (rule class, layer class, layer geometry, plan structure) -> whether the fast path matched
+# zennit's backward the first time it was used in this process.
 _VERIFIED: dict[tuple, bool] = {}
 _WARNED: list[bool] = []
 
@@ -235,6 +240,10 @@ def _shared_backward(hook: BasicHook, module: nn.Module, cache: dict, shape: _Ru
             else torch.zeros_like(original)
             for w, g, alive in zip(cache["weights"], grads, cache["live"])])
     return tuple(relevance if g.shape == relevance.shape else None for g in grad_input)
+
+
+def _structure(cache: dict) -> str:
+    return "crossed" if "crossed" in cache else "grouped" if "groups" in cache else "reducer"
 
 
 def _plan(hook: BasicHook, module: nn.Module, original: torch.Tensor, shape: _RuleShape) -> dict:
