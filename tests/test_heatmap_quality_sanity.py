@@ -54,3 +54,13 @@ def test_cascade_leaves_an_input_only_map_unchanged_and_changes_gradcam():
     with pytest.raises(KeyError):
         cascading_randomisation(model, images, [0, 0], {"gradcam": lambda m, x, c: x},
                                 blocks=["features.nope"])
+
+
+def test_cosine_similarity_of_maps_and_of_a_blank_map():
+    from chexlib.heatmap_quality.sanity import cosine_similarity
+
+    a = np.array([[1.0, 0.0], [0.0, 1.0]])
+    assert cosine_similarity(a, 2 * a) == pytest.approx(1.0)
+    assert cosine_similarity(a, -a) == pytest.approx(-1.0)
+    assert cosine_similarity(a, np.array([[0.0, 1.0], [1.0, 0.0]])) == 0.0
+    assert np.isnan(cosine_similarity(a, np.zeros((2, 2))))  # blank: undefined, not 0

@@ -42,6 +42,14 @@ def spearman(a, b) -> np.ndarray:
     return np.where(constant, np.nan, rho)
 
 
+def cosine_similarity(a, b) -> float:
+    """Cosine of the angle between two maps (flattened); NaN when either is all zero (a blank
+    map has no direction, so no similarity to report)."""
+    x, y = (np.asarray(m, dtype=np.float64).ravel() for m in (a, b))
+    norms = np.linalg.norm(x) * np.linalg.norm(y)
+    return float(x @ y / norms) if norms > 0 else float("nan")
+
+
 def class_map_correlation(maps) -> np.ndarray:
     """Mean Spearman correlation over all pairs of one image's class maps, [N, K, H, W] -> [N].
 
