@@ -41,6 +41,7 @@ class Param:
     low: float | None = None
     high: float | None = None
     item_choices: Sequence | None = None  # allowed items of a list parameter
+    may_be_empty: bool = False  # a list parameter whose empty value means "none extra"
     check: Callable[[Any], str | None] | None = None
 
 
@@ -107,6 +108,10 @@ SCHEMA: dict[str, Param] = {
                            "classes of an image", choices=("per_map", "shared")),
     "n_evaluate": Param(int, 2, "comparison: (image, class) pairs per observation and outcome "
                         "(TP, FP, FN)", low=1, high=1000),
+    "observation_composites": Param(list, [], "comparison: LRP composites scored on every "
+                                    "masked pair beside lrp_composite (the per-observation "
+                                    "table); each adds about 2 min on a 2-core CPU",
+                                    item_choices=names("lrp"), may_be_empty=True),
     "n_faithfulness": Param(int, 24, "comparison: pairs in the region-perturbation test",
                             low=1, high=100_000),
     "perturbation_fill": Param(str, "blur", "what replaces removed regions: blur, noisy_linear, "
@@ -256,7 +261,7 @@ def _coerce(name: str, p: Param, value: Any, source: str) -> Any:
             raise ParameterError(f"{where}: {bad[0]!r} is not allowed"
                                  f"{_did_you_mean(bad[0], p.item_choices)}; expected items from "
                                  f"{', '.join(map(str, p.item_choices))}")
-        if not value:
+        if not value and not p.may_be_empty:
             raise ParameterError(f"{where} is empty; expected at least one item")
     if p.choices and value not in p.choices:
         raise ParameterError(f"{where} = {value!r} is not allowed"

@@ -418,3 +418,23 @@ def test_weights_fingerprint_follows_the_weights_not_the_object():
     with torch.no_grad():
         model.features.norm5.running_var[3] += 1e-3  # a buffer counts too
     assert weights_fingerprint(model) != first
+
+
+def test_data_fingerprint_tells_training_rows_apart():
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from chexlib.fingerprint import data_fingerprint
+
+    frame = pd.DataFrame({"Path": ["a.jpg", "b.jpg", "c.jpg"], "Edema": [1.0, 0.0, -1.0]})
+    ds = SimpleNamespace(labels=frame, indices=[0, 2], policy="zeros")
+    same = SimpleNamespace(labels=frame.copy(), indices=[0, 2], policy="zeros")
+    assert data_fingerprint(ds) == data_fingerprint(same)
+    relabelled = frame.assign(Edema=[1.0, 0.0, 1.0])
+    assert data_fingerprint(ds) != data_fingerprint(SimpleNamespace(labels=relabelled,
+                                                                    indices=[0, 2], policy="zeros"))
+    assert data_fingerprint(ds) != data_fingerprint(SimpleNamespace(labels=frame, indices=[0, 1],
+                                                                    policy="zeros"))
+    assert data_fingerprint(ds) != data_fingerprint(SimpleNamespace(labels=frame, indices=[0, 2],
+                                                                    policy="ones"))

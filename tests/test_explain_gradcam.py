@@ -145,3 +145,31 @@ def test_cam_maps_by_layer_are_each_method_on_each_layer(model, images):
             assert maps[f"{method} · {layer}"].shape == (SIZE, SIZE)
     assert sizes == {"relu": (SIZE // 32, SIZE // 32),
                      "features.denseblock3": (SIZE // 16, SIZE // 16)}
+
+
+@pytest.mark.parametrize("ours, reference", [(gradcam, ReferenceGradCAM),
+                                             (gradcam_pp, ReferenceGradCAMPlusPlus)])
+def test_per_image_targets_agree_with_pytorch_grad_cam_per_image_targets(model, images, ours,
+                                                                         reference):
+    # Image 0 is explained for classes 3 and 9, image 1 for class 11 only (-1: no second map).
+    table = torch.tensor([[3, 9], [11, -1]])
+    _, low = ours(model, images, table, layer="features.transition2", return_low_res=True)
+    mine = _as_pytorch_grad_cam_does(low, images.shape[-2:])
+    net = explainable_copy(model).requires_grad_(True)
+    module = dict(net.named_modules())["features.transition2"]
+    with reference(model=net, target_layers=[module]) as cam:
+        first = cam(input_tensor=images, targets=[ClassifierOutputTarget(3),
+                                                  ClassifierOutputTarget(11)])
+        second = cam(input_tensor=images[:1], targets=[ClassifierOutputTarget(9)])
+    assert np.abs(mine[:, 0] - first).max() <= 1e-3
+    assert np.abs(mine[0, 1] - second[0]).max() <= 1e-3
+    assert not low[1, 1].any()  # the empty slot is a zero map
+
+
+def test_per_image_target_tables_are_checked(model, images):
+    with pytest.raises(ValueError, match=r"row 1, slot 0 holds 14; expected an index 0..13 or -1"):
+        gradcam(model, images, torch.tensor([[0], [14]]))
+    with pytest.raises(ValueError, match=r"shape \(3, 1\); expected \[2, K >= 1\]"):
+        gradcam(model, images, torch.zeros(3, 1, dtype=torch.long))
+    with pytest.raises(ValueError, match="must hold integers"):
+        gradcam(model, images, torch.zeros(2, 1))

@@ -496,3 +496,26 @@ def test_the_zennit_bound_of_pyproject_is_the_tested_range():
     assert spec.replace(" ", "") == (f"zennit>={as_text(map(str, low))},"
                                      f"<{as_text(map(str, high[:2]))}")
     assert shared_module.zennit_is_tested()  # the installed zennit is in the range
+
+
+@pytest.mark.parametrize("name", ["montavon2019_epsilon_pixels", "alpha2_beta1-pass"])
+def test_per_image_targets_equal_zennit_with_per_image_seeds(name, biased, images):
+    # Each slot of the table against zennit's own Attributor seeded image by image (the same
+    # batch, so that convolution rounding is the same): one batched pass must not mix images or
+    # classes, and an empty slot is a zero map.
+    table = torch.tensor([[3, 9, 1], [11, -1, -1]])
+    maps = lrp(biased, images, table, composite=name)
+    assert maps.shape == (BATCH, 3, SIZE, SIZE)
+    net = explainable_copy(biased, lrp_batchnorm(name))
+    with Gradient(model=net, composite=make_composite(name)) as attributor:
+        for slot in range(table.shape[1]):
+            x = images.clone().requires_grad_(True)
+            logits = net(x).detach()
+            seed = torch.zeros_like(logits)
+            for i, k in enumerate(table[:, slot].tolist()):
+                if k >= 0:
+                    seed[i, k] = logits[i, k]
+            _, expected = attributor(x, seed)
+            torch.testing.assert_close(maps[:, slot], expected.sum(1), rtol=1e-4,
+                                       atol=1e-5 * float(expected.abs().max()))
+    assert not maps[1, 1:].any()

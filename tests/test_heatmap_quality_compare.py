@@ -11,12 +11,15 @@ import torch
 from chexlib.checkpoint import model_from_checkpoint
 from chexlib.heatmap_quality.compare import (
     evaluation_pairs,
+    method_maps,
     pair_maps,
     pair_masks,
     shortcut_correlation,
 )
 from chexlib.heatmap_quality.summaries import bootstrap_mean, summary_table
 from chexlib.explain import explain
+from chexlib.explain.inputs import explainable
+from chexlib.methods import DEFAULT_COMPOSITE
 from chexlib.observations import OBSERVATIONS
 from chexlib.reported import ReportedImages
 from chexlib.run import RunFolder
@@ -75,6 +78,39 @@ def test_maps_and_masks_per_pair(run):
     random = pair_maps(model, reported, pairs, "random", seed=3)
     assert random.shape == maps.shape and np.array_equal(
         random, pair_maps(model, reported, pairs, "random", seed=3))
+
+
+def test_pairs_of_one_image_share_its_forward_pass_and_keep_their_own_maps(run):
+    reported, model, _ = run
+    pairs = evaluation_pairs(reported, None, observations=["Edema", "Cardiomegaly",
+                                                           "Support Devices", "Lung Opacity"])
+    pairs = pairs.iloc[::-1].reset_index(drop=True)  # any order of the pairs works
+    per_image = pairs.groupby("row").size()
+    assert per_image.max() >= 3 and (per_image == 1).any()  # batches of mixed pair counts
+    calls = []
+    net = explainable(model, "fold")
+    hook = net.features.conv0.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        maps = pair_maps(model, reported, pairs, "epsilon", batch_size=4)
+    finally:
+        hook.remove()
+    assert len(calls) == -(-pairs["row"].nunique() // 4)  # one forward pass per batch of images
+    for i, (row, k) in enumerate(zip(pairs["row"], pairs["class"])):
+        expected = explain(model, reported.images([int(row)]), "epsilon", [int(k)])[0, 0]
+        torch.testing.assert_close(torch.from_numpy(maps[i]), expected, rtol=1e-4,
+                                   atol=1e-5 * float(expected.abs().max()))
+
+
+def test_method_maps_make_the_combination_from_its_parts(run):
+    reported, model, _ = run
+    pairs = evaluation_pairs(reported, n=1, observations=["Edema", "Cardiomegaly"])
+    maps = method_maps(model, reported, pairs, ["lrp_gradcam", DEFAULT_COMPOSITE, "gradcam"])
+    assert list(maps) == ["lrp_gradcam", DEFAULT_COMPOSITE, "gradcam"]
+    direct = pair_maps(model, reported, pairs, "lrp_gradcam")
+    np.testing.assert_allclose(maps["lrp_gradcam"], direct, rtol=1e-5,
+                               atol=1e-6 * float(np.abs(direct).max()))
+    alone = method_maps(model, reported, pairs, ["lrp_gradcam"])  # no parts: computed itself
+    np.testing.assert_array_equal(alone["lrp_gradcam"], direct)
 
 
 def test_bootstrap_and_summary():
@@ -202,13 +238,16 @@ def test_randomisation_check_runs_the_cascade_on_the_named_methods(run):
     reported, model, _ = run
     pairs = evaluation_pairs(reported, n=1, observations=["Edema", "Cardiomegaly", "Fracture"])
     blocks = sanity.CASCADE[:2]
-    table = randomisation_check(model, reported, pairs, ["gradcam"], n=2, seed=3)
+    # The combination reuses its parts' maps of the same randomised network: still the
+    # combination's own maps.
+    names = [DEFAULT_COMPOSITE, "gradcam", "lrp_gradcam"]
+    table = randomisation_check(model, reported, pairs, names, n=2, seed=3)
     sample = sanity_sample(pairs, 2)
     expected = sanity.cascading_randomisation(
         model, reported.images(sample["row"].tolist()), sample["class"].tolist(),
-        {"gradcam": lambda net, x, c: explain(net, x, "gradcam", c)}, seed=3)
-    pd.testing.assert_frame_equal(table, expected)
-    assert set(table["block"]) >= set(blocks) and set(table["method"]) == {"gradcam"}
+        {name: lambda net, x, c, name=name: explain(net, x, name, c) for name in names}, seed=3)
+    pd.testing.assert_frame_equal(table, expected, atol=1e-6, rtol=1e-6)
+    assert set(table["block"]) >= set(blocks) and set(table["method"]) == set(names)
     assert (table.loc[table["step"] == 0, "spearman"] == 1.0).all()
 
 

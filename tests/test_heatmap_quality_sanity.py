@@ -44,7 +44,7 @@ def test_cascade_leaves_an_input_only_map_unchanged_and_changes_gradcam():
     before = {k: v.clone() for k, v in model.state_dict().items()}
     table = cascading_randomisation(
         model, images, [3, 7], blocks=CASCADE[:3],
-        methods={"input": lambda m, x, c: x.sum(1, keepdim=True).expand(-1, len(c), -1, -1),
+        methods={"input": lambda m, x, c: x.sum(1, keepdim=True).expand(-1, c.shape[1], -1, -1),
                  "gradcam": lambda m, x, c: gradcam(m, x, c, relu=False)})
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert set(table["step"]) == {0, 1, 2, 3} and len(table) == 2 * 4 * 2

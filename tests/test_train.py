@@ -101,6 +101,9 @@ def test_another_configuration_trains_afresh_and_keeps_the_old_checkpoint(tmp_pa
     assert other.status == "trained"
     old = torch.load(tmp_path / "run" / "checkpoint.pt.previous", weights_only=True)
     assert old["config"]["lr"] == 1e-3
+    # Other training rows (a phantom of another size): not reused either.
+    relabelled = _train(tmp_path, "run", train_config(epochs=1, lr=5e-4, data="other rows"))
+    assert relabelled.status == "trained"
 
 
 def test_select_device():

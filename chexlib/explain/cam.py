@@ -25,10 +25,11 @@ from chexlib.errors import ParameterError
 from chexlib.explain.inputs import (
     check_batch_size,
     check_images,
-    class_indices,
+    class_targets,
     device_dtype,
     explainable,
     num_outputs,
+    target_seed,
 )
 from chexlib.methods import CAM_LAYERS
 
@@ -97,6 +98,7 @@ class CAM:
         images : Tensor [B, 3, H, W]
             Normalised images.
         classes : names, indices or None (all outputs)
+            Or an integer array [B, K]: per image its own classes, ``-1`` for none (zero map).
         relu : bool
             Rectify the low-resolution map before upsampling (the method as published); False
             keeps the signed map (negative where the weighted sum is negative).
@@ -106,24 +108,31 @@ class CAM:
             Also return the maps at the layer's resolution.
         """
         images = check_images(images)
-        indices = class_indices(classes, num_outputs(self.net))
+        targets = class_targets(classes, len(images), num_outputs(self.net))
         step = check_batch_size(batch_size, len(images))
-        low = torch.cat([self._low_res(chunk, indices) for chunk in images.split(step)])
+        low = torch.cat([self._low_res(chunk, chunk_targets) for chunk, chunk_targets
+                         in zip(images.split(step), targets.split(step))])
         if relu:
             low = low.clamp(min=0)
         maps = F.interpolate(low, size=images.shape[-2:], mode="bilinear", align_corners=False)
         maps, low = maps.to(images.device), low.to(images.device)
         return (maps, low) if return_low_res else maps
 
-    def _low_res(self, chunk: torch.Tensor, indices: list[int]) -> torch.Tensor:
-        activations, gradients = self.activations_and_gradients(chunk, indices)
+    def _low_res(self, chunk: torch.Tensor, targets) -> torch.Tensor:
+        activations, gradients = self.activations_and_gradients(chunk, targets)
         weights = self.channel_weights(activations, gradients)
         return torch.einsum("bkc,bchw->bkhw", weights, activations)
 
-    def activations_and_gradients(self, chunk: torch.Tensor, indices: list[int]
+    def activations_and_gradients(self, chunk: torch.Tensor, targets
                                   ) -> tuple[torch.Tensor, torch.Tensor]:
-        """One forward pass; the layer's activations [b, C, h, w] and, per class, the gradients
-        of the logit with respect to them [b, K, C, h, w]."""
+        """One forward pass; the layer's activations [b, C, h, w] and, per target column, the
+        gradients of each image's logit with respect to them [b, K, C, h, w].
+
+        ``targets``: logit indices (the same for every image) or a LongTensor [b, K] of each
+        image's classes (:func:`~chexlib.explain.inputs.class_targets`; ``-1``: zero gradient).
+        """
+        if not isinstance(targets, torch.Tensor):
+            targets = class_targets(targets, len(chunk), num_outputs(self.net))
         device, dtype = device_dtype(self.net)
         captured: dict[str, torch.Tensor] = {}
 
@@ -138,12 +147,15 @@ class CAM:
             with torch.enable_grad():
                 logits = self.net(chunk.detach().to(device=device, dtype=dtype))
                 activations = captured["a"]
+                seeds = [target_seed(logits, targets[:, n]) for n in range(targets.shape[1])]
+                last = max((n for n, seed in enumerate(seeds) if seed is not None), default=-1)
+                # Images are independent (eval mode), so one backward pass from the batch's
+                # seeded logits gives each image the gradient of its own class.
                 gradients = [
-                    # Images are independent (eval mode), so the batch's summed logit gives
-                    # each image its own gradient.
-                    torch.autograd.grad(logits[:, k].sum(), activations,
-                                        retain_graph=n < len(indices) - 1)[0]
-                    for n, k in enumerate(indices)
+                    torch.zeros_like(activations) if seed is None else
+                    torch.autograd.grad(logits, activations, grad_outputs=seed,
+                                        retain_graph=n < last)[0]
+                    for n, seed in enumerate(seeds)
                 ]
         finally:
             handle.remove()

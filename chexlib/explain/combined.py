@@ -31,6 +31,21 @@ def gradcam_gate(cam: torch.Tensor) -> torch.Tensor:
                        torch.zeros_like(cam))
 
 
+#: The methods (registry names) each combination is made of: its LRP composite and its CAM.
+#: A caller that already has both parts' maps combines them with :func:`combine` instead of
+#: computing them again.
+PARTS: dict[str, tuple[str, str]] = {"lrp_gradcam": (DEFAULT_COMPOSITE, "gradcam")}
+
+
+def combine(relevance, cam):
+    """``relevance * cam / max(cam)`` per map (tensors or arrays [..., H, W]): the combination of
+    an LRP map and its rectified Grad-CAM map."""
+    as_tensor = not isinstance(relevance, torch.Tensor)
+    r = torch.as_tensor(relevance)
+    out = r * gradcam_gate(torch.as_tensor(cam, dtype=r.dtype))
+    return out.numpy() if as_tensor else out
+
+
 def lrp_gradcam(model: nn.Module, images: torch.Tensor,
                 classes: Sequence[str | int] | str | int | None = None,
                 composite: str = DEFAULT_COMPOSITE, layer: str | None = None,
@@ -38,4 +53,4 @@ def lrp_gradcam(model: nn.Module, images: torch.Tensor,
     """LRP relevance gated by the normalised Grad-CAM map, [B, K, H, W] (module docstring)."""
     relevance = lrp(model, images, classes, composite=composite, batch_size=batch_size)
     cam = gradcam(model, images, classes, layer=layer, batch_size=batch_size)
-    return relevance * gradcam_gate(cam)
+    return combine(relevance, cam)

@@ -26,6 +26,10 @@ def explain(model: nn.Module, images: torch.Tensor, method: str,
             batch_size: int | None = None) -> torch.Tensor:
     """Maps [B, K, H, W] of the requested classes by the named method (CAM maps rectified).
 
+    ``classes``: names or indices shared by every image, None (all), or an integer array [B, K]
+    of each image's own classes (``-1``: none, a zero map;
+    :func:`chexlib.explain.inputs.class_targets`).
+
     Raises
     ------
     ParameterError

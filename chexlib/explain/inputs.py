@@ -20,6 +20,7 @@ import numbers
 import weakref
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 import torchvision
 from torch import nn
@@ -140,6 +141,51 @@ def class_indices(
     if not indices:
         raise ParameterError("classes: empty; expected at least one observation name or index")
     return indices
+
+
+def class_targets(classes, count: int, num_outputs: int = len(OBSERVATIONS)) -> torch.Tensor:
+    """The classes each of ``count`` images is explained for, a LongTensor [count, K].
+
+    ``classes`` is what :func:`class_indices` takes (the same classes for every image), or an
+    integer array [count, K]: per image its own classes, ``-1`` for a slot without one (its map
+    is zero). Per-image targets let one forward pass serve pairs of different classes: the
+    comparison explains each (image, class) pair once, not every class of every image.
+
+    Raises
+    ------
+    ParameterError
+        What :func:`class_indices` refuses; for an array, a shape other than [count, K >= 1], a
+        non-integer type or an index outside -1 .. num_outputs - 1 (the message names it).
+    """
+    if isinstance(classes, (torch.Tensor, np.ndarray)) and classes.ndim == 2:
+        table = torch.as_tensor(classes)
+        if table.dtype.is_floating_point or table.dtype == torch.bool or table.is_complex():
+            raise ParameterError(f"classes: a per-image table must hold integers, got {table.dtype}")
+        if table.shape[0] != count or table.shape[1] < 1:
+            raise ParameterError(f"classes: a per-image table of shape {tuple(table.shape)}; "
+                                 f"expected [{count}, K >= 1] (one row per image)")
+        bad = (table < -1) | (table >= num_outputs)
+        if bool(bad.any()):
+            row, slot = (int(v) for v in bad.nonzero()[0])
+            raise ParameterError(f"classes: row {row}, slot {slot} holds {int(table[row, slot])}; "
+                                 f"expected an index 0..{num_outputs - 1} or -1 (no class)")
+        return table.to(torch.long).cpu()
+    indices = class_indices(classes, num_outputs)
+    return torch.tensor(indices, dtype=torch.long).expand(count, -1).clone()
+
+
+def target_seed(logits: torch.Tensor, targets: torch.Tensor, values: torch.Tensor | None = None
+                ) -> torch.Tensor | None:
+    """A [b, C] tensor, zero but at (i, targets[i]) where it holds ``values[i, targets[i]]`` (1
+    without ``values``); None when no image has a target (a ``-1`` column)."""
+    rows = (targets >= 0).nonzero().flatten()
+    if not len(rows):
+        return None
+    seed = torch.zeros_like(logits)
+    cols = targets[rows].to(logits.device)
+    rows = rows.to(logits.device)
+    seed[rows, cols] = 1.0 if values is None else values[rows, cols].to(seed.dtype)
+    return seed
 
 
 def explainable(model: nn.Module, batchnorm: str = "pass") -> nn.Module:

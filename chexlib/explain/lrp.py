@@ -41,11 +41,13 @@ from chexlib.explain.inputs import (
     check_batchnorm,
     check_images,
     class_indices,
+    class_targets,
     device_dtype,
     explainable,
     explainable_copy,
     is_explainable,
     num_outputs,
+    target_seed,
 )
 from chexlib.explain.shared_forward import SharedModifiedForwards
 
@@ -75,6 +77,8 @@ def lrp(
     classes : sequence of str or int, str, int or None
         Observation names (:data:`~chexlib.observations.OBSERVATIONS`) or logit indices; None
         explains every output.
+        Or an integer array [B, K]: per image its own K classes, ``-1`` where it has none (a
+        zero map) — e.g. the (image, class) pairs of a comparison, K per forward pass.
     composite : str or zennit Composite
         A name from :data:`~chexlib.explain.composites.LRP_COMPOSITES`, or a composite from
         :func:`~chexlib.explain.composites.make_composite` (e.g. with other ``low``/``high``).
@@ -104,13 +108,13 @@ def lrp(
     rules = make_composite(composite) if isinstance(composite, str) else _check_composite(composite)
     net = explainable(model, resolve_batchnorm(composite, batchnorm))
     images = check_images(images)
-    indices = class_indices(classes, num_outputs(net))
+    targets = class_targets(classes, len(images), num_outputs(net))
     step = check_batch_size(batch_size, len(images))
     maps, logits = [], []
     with rules.context(net) as hooked:
-        shared = SharedModifiedForwards(rules) if len(indices) > 1 else None
-        for chunk in images.split(step):
-            chunk_maps, chunk_logits = _relevance(hooked, chunk, indices)
+        shared = SharedModifiedForwards(rules) if targets.shape[1] > 1 else None
+        for chunk, chunk_targets in zip(images.split(step), targets.split(step)):
+            chunk_maps, chunk_logits = _relevance(hooked, chunk, chunk_targets)
             maps.append(chunk_maps.to(images.device))
             logits.append(chunk_logits.to(images.device))
             if shared is not None:
@@ -134,21 +138,23 @@ def resolve_batchnorm(composite: str | Composite, batchnorm: str | None) -> str:
 
 
 def _relevance(
-    hooked: nn.Module, chunk: torch.Tensor, indices: list[int]
+    hooked: nn.Module, chunk: torch.Tensor, targets: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One forward pass, one backward pass per class; returns [b, K, H, W] and [b, C]."""
+    """One forward pass, one backward pass per target column; returns [b, K, H, W], [b, C]."""
     device, dtype = device_dtype(hooked)
     x = chunk.detach().to(device=device, dtype=dtype).requires_grad_(True)
     with torch.enable_grad():
         logits = hooked(x)
         maps = []
-        for n, k in enumerate(indices):
-            seed = torch.zeros_like(logits)
-            seed[:, k] = logits[:, k].detach()
+        last = max((n for n in range(targets.shape[1]) if bool((targets[:, n] >= 0).any())),
+                   default=-1)
+        for n in range(targets.shape[1]):
+            seed = target_seed(logits, targets[:, n], logits.detach())
+            if seed is None:  # no image has a class in this slot
+                maps.append(torch.zeros(x.shape[0], *x.shape[2:], device=device, dtype=dtype))
+                continue
             # The hooks turn the gradient into relevance; keep the graph for the next class.
-            (relevance,) = torch.autograd.grad(
-                logits, x, grad_outputs=seed, retain_graph=n < len(indices) - 1
-            )
+            (relevance,) = torch.autograd.grad(logits, x, grad_outputs=seed, retain_graph=n < last)
             maps.append(relevance.sum(dim=1))
     return torch.stack(maps, dim=1), logits.detach()
 

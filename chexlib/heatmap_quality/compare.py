@@ -19,6 +19,7 @@ from torch import nn
 
 from chexlib import methods
 from chexlib.data.labels import patient_ids
+from chexlib.explain import combined
 from chexlib.explain.dispatch import explain
 from chexlib.explain.gradcam import gradcam
 from chexlib.heatmap_quality import chexlocalize, faithfulness, localisation, sanity
@@ -65,29 +66,55 @@ def pair_maps(model: nn.Module, reported, pairs: pd.DataFrame, method: str,
               batch_size: int = 16) -> np.ndarray:
     """The map of every pair under ``method``, float32 [len(pairs), S, S].
 
-    Pairs of one class are explained together, in batches of up to ``batch_size`` images
-    (batched backward passes are several times cheaper per image than one image at a time).
+    Each image is loaded and passed forward once, with all its pairs' classes as per-image
+    targets (:func:`chexlib.explain.inputs.class_targets`): its K pairs cost one forward pass
+    and K backward passes (for LRP, the later ones reuse the modified forward passes).
+    Images with the same number of pairs share batches of up to ``batch_size``, so that no
+    backward pass runs for images with nothing left to explain.
     A baseline of the registry (``"random"``: seeded standard-normal maps, the chance level) is
     drawn for all pairs at once with ``seed``, without loading the images; :data:`SIGNED_GRADCAM`
     is Grad-CAM with ``relu=False``.
     """
     size = reported.image_size
-    if method == SIGNED_GRADCAM:
-        def signed(net, images, classes):
-            return gradcam(net, images, classes, relu=False)
     if method in methods.BASELINES:
         stand_in = torch.empty((len(pairs), 0, size, size))  # a baseline reads only the shape
         return methods.get(method)(model, stand_in, [0], seed=seed)[:, 0].numpy()
     out = np.empty((len(pairs), size, size), dtype=np.float32)
-    for k, group in pairs.groupby("class", sort=True):
-        for start in range(0, len(group), batch_size):
-            chunk = group.iloc[start:start + batch_size]
-            images = reported.images([int(r) for r in chunk["row"]]).to(device)
-            explained = (signed(model, images, [int(k)]) if method == SIGNED_GRADCAM
-                         else explain(model, images, method, [int(k)]))
-            maps = explained[:, 0].detach().cpu().numpy()
-            out[chunk.index.to_numpy()] = maps
+    slots = pairs.groupby("row", sort=False).cumcount().to_numpy()
+    counts = pairs.groupby("row", sort=True).size().sort_values(kind="stable")
+    rows = counts.index.to_numpy()
+    for start in range(0, len(rows), batch_size):
+        chunk = [int(r) for r in rows[start:start + batch_size]]
+        position = {row: i for i, row in enumerate(chunk)}
+        members = np.flatnonzero(pairs["row"].isin(chunk).to_numpy())
+        where = np.array([position[int(r)] for r in pairs["row"].to_numpy()[members]])
+        table = np.full((len(chunk), int(slots[members].max()) + 1), -1, dtype=np.int64)
+        table[where, slots[members]] = pairs["class"].to_numpy()[members]
+        images = reported.images(chunk).to(device)
+        explained = (gradcam(model, images, table, relu=False) if method == SIGNED_GRADCAM
+                     else explain(model, images, method, table))
+        out[members] = explained[where, slots[members]].detach().cpu().numpy()
     return out
+
+
+def method_maps(model: nn.Module, reported, pairs: pd.DataFrame, names: Sequence[str],
+                device: str | torch.device = "cpu", seed: int = 0,
+                batch_size: int = 16) -> dict[str, np.ndarray]:
+    """:func:`pair_maps` of every method in ``names``, in that order.
+
+    A combination whose parts (:data:`chexlib.explain.combined.PARTS`) are among ``names`` is
+    made from their maps (:func:`chexlib.explain.combined.combine`): the same maps, without
+    explaining every pair a second time.
+    """
+    derived = [name for name in names
+               if name in combined.PARTS and set(combined.PARTS[name]) <= set(names)]
+    maps = {name: pair_maps(model, reported, pairs, name, device=device, seed=seed,
+                            batch_size=batch_size)
+            for name in names if name not in derived}
+    for name in derived:
+        relevance, cam = combined.PARTS[name]
+        maps[name] = combined.combine(maps[relevance], maps[cam]).astype(np.float32)
+    return {name: maps[name] for name in names}
 
 
 def pair_masks(reported, pairs: pd.DataFrame, kind: str = "finding") -> np.ndarray:
@@ -166,8 +193,7 @@ def masked_pair_scores(model: nn.Module, reported, methods: Sequence[str],
     pairs = evaluation_pairs(reported, None, outcomes=outcomes)
     pairs = pairs[pairs["has_mask"]].reset_index(drop=True)
     masks = pair_masks(reported, pairs)
-    maps = {name: pair_maps(model, reported, pairs, name, device=device, seed=seed)
-            for name in methods}
+    maps = method_maps(model, reported, pairs, methods, device=device, seed=seed)
     return pairs, masks, localisation_scores(pairs, maps, masks)
 
 
@@ -262,10 +288,31 @@ def randomisation_check(model: nn.Module, reported, pairs: pd.DataFrame, methods
         ``step``, ``block``, ``image``, ``spearman``).
     """
     sample = sanity_sample(pairs, n)
-    by_name = {name: (lambda net, x, c, name=name: explain(net, x, name, c)) for name in methods}
+    by_name = _reusing_parts(methods)
     images = reported.images(sample["row"].tolist()).to(device)
     return sanity.cascading_randomisation(model, images, sample["class"].tolist(), by_name,
                                           seed=seed)
+
+
+def _reusing_parts(names: Sequence[str]) -> dict:
+    """``explain`` per method, where a combination whose parts are among ``names`` combines
+    the parts' maps of the same network state (the cascade calls the methods in order)."""
+    latest: dict[str, tuple] = {}
+
+    def state(net):
+        return tuple((id(t), t._version) for t in net.parameters())
+
+    def by(name):
+        def fn(net, images, classes):
+            parts = combined.PARTS.get(name)
+            if parts and all(latest.get(p, (None,))[0] == state(net) for p in parts):
+                return combined.combine(latest[parts[0]][1], latest[parts[1]][1])
+            maps = explain(net, images, name, classes)
+            latest[name] = (state(net), maps)
+            return maps
+        return fn
+
+    return {name: by(name) for name in names}
 
 
 def shortcut_shares(pairs: pd.DataFrame, maps: dict[str, np.ndarray], marker: np.ndarray,

@@ -91,9 +91,10 @@ def cascading_randomisation(model: nn.Module, images: torch.Tensor, classes: Seq
     images : Tensor [N, 3, H, W]
     classes : sequence of N int
         The class each image is explained for.
-    methods : dict name -> callable (model, images, classes) -> maps [N, K, H, W]
-        e.g. ``lambda m, x, c: chexlib.explain.explain(m, x, "gradcam", c)``; the map of image
-        ``i`` is taken for ``classes[i]``.
+    methods : dict name -> callable (model, images, targets) -> maps [N, 1, H, W]
+        e.g. ``lambda m, x, c: chexlib.explain.explain(m, x, "gradcam", c)``; ``targets`` is the
+        per-image class table [N, 1] (:func:`chexlib.explain.inputs.class_targets`), so that
+        image ``i`` is explained for ``classes[i]`` only.
     blocks : sequence of str
         Module names, randomised in this order, cumulatively.
     absolute : bool
@@ -105,13 +106,11 @@ def cascading_randomisation(model: nn.Module, images: torch.Tensor, classes: Seq
         Columns ``method``, ``step`` (0 = trained, k = first k blocks randomised), ``block``
         (the last block randomised, "none" at step 0), ``image``, ``spearman``.
     """
-    classes = [int(c) for c in classes]
-    unique = sorted(set(classes))
-    pick = torch.tensor([unique.index(c) for c in classes])
+    # Per-image targets [N, 1]: each image is explained for its own class only.
+    targets = torch.tensor([int(c) for c in classes], dtype=torch.long)[:, None]
 
     def maps_of(net, fn):
-        m = fn(net, images, unique)
-        m = m[torch.arange(len(images)), pick].detach().cpu().numpy()
+        m = fn(net, images, targets)[:, 0].detach().cpu().numpy()
         return np.abs(m) if absolute else m
 
     original = {name: maps_of(model, fn) for name, fn in methods.items()}

@@ -34,11 +34,14 @@ class TrainConfig:
     lr_schedule: str = "none"
     early_stopping: int = 0
     classes: tuple[str, ...] = OBSERVATIONS
+    #: :func:`chexlib.fingerprint.data_fingerprint` of the training and internal-validation
+    #: rows ("" where not recorded): a checkpoint of other data is neither resumed nor reused.
+    data: str = ""
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> TrainConfig:
         """The training configuration of a notebook parameter set."""
-        names = {f for f in cls.__dataclass_fields__ if f != "classes"}
+        names = {f for f in cls.__dataclass_fields__ if f not in ("classes", "data")}
         return cls(**{k: params[k] for k in names})
 
     def to_dict(self) -> dict[str, Any]:

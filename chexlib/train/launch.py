@@ -21,6 +21,7 @@ import json
 import subprocess
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ import yaml
 
 from chexlib.errors import ChexlibError, ParameterError
 from chexlib.files import atomic_write_bytes, atomic_write_json
+from chexlib.fingerprint import data_fingerprint
 from chexlib.run import RunFolder
 from chexlib.train.config import TrainConfig, TrainResult
 from chexlib.train.distributed import DistContext
@@ -107,7 +109,8 @@ def train_in_process(params: dict[str, Any], model, train_ds, val_ds, run_dir: P
 
     ``device`` defaults to the ``device`` parameter; a torchrun rank passes its own GPU.
     """
-    return fit(model, train_ds, val_ds, TrainConfig.from_params(params), run_dir,
+    config = replace(TrainConfig.from_params(params), data=data_fingerprint(train_ds, val_ds))
+    return fit(model, train_ds, val_ds, config, run_dir,
                device=device or params["device"], num_workers=params["num_workers"],
                checkpoint_every=params["checkpoint_every"], retrain=params["retrain"],
                precision=params["precision"], context=context, log=log)
