@@ -42,7 +42,7 @@ chexlib.checkpoint                    atomic, weights-only checkpoints: save, lo
 chexlib.checkpoint_format             what a checkpoint holds and the checks a loaded one must pass
 chexlib.torchfile                     safe reading of torch files (weights_only=True) with clear errors
 chexlib.fingerprint                   a short hash that tells two sets of weights apart (the map store's key)
-chexlib.device                        devices and precision: select_device, autocast dtype, batch transfer
+chexlib.device                        devices and precision: select_device, autocast dtype (CPU bf16 detected), channels-last
 chexlib.rng                           seeding every random generator; their state for a checkpoint
 chexlib.train                         training: in a notebook, from the command line, under torchrun
 chexlib.train.__main__                python -m chexlib.train --params FILE.yaml (the command line)

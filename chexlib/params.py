@@ -68,7 +68,8 @@ SCHEMA: dict[str, Param] = {
                     choices=("auto", "cpu", "cuda", "mps")),
     "num_workers": Param(int, 0, "DataLoader worker processes", low=0, high=64),
     "precision": Param(str, "auto", "training/prediction precision: auto (bf16 on CUDA where "
-                       "supported, fp16 on older GPUs, float32 elsewhere), fp32, bf16 or fp16",
+                       "supported, fp16 on older GPUs, bf16 on CPUs with native bf16, float32 "
+                       "elsewhere), fp32, bf16 or fp16 (CUDA only); explanations stay float32",
                        choices=("auto", "fp32", "bf16", "fp16")),
     "train_launcher": Param(str, "in_process", "notebook 02 trains in its own process "
                             "(in_process) or launches python -m chexlib.train under torchrun",

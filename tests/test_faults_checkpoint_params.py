@@ -39,7 +39,9 @@ from chexlib.run import RunFolder
 from chexlib.train import TrainConfig, fit, predict
 
 SIZE = 32
-CONFIG = TrainConfig(epochs=1, batch_size=4, lr=1e-3, seed=0, image_size=SIZE, weights="none")
+# The configuration fit records when it trains in float32 (precision fp32).
+CONFIG = TrainConfig(epochs=1, batch_size=4, lr=1e-3, seed=0, image_size=SIZE, weights="none",
+                     autocast="float32")
 DROP = object()  # _resave: remove the field
 
 
@@ -93,7 +95,7 @@ def _resume(tmp_path: Path, bad: Path):
     lines: list[str] = []
     torch.manual_seed(0)
     result = fit(DenseNet121(), Tiny(), Tiny(seed=1), CONFIG, out, device="cpu", progress=False,
-                 max_steps=1, log=lines.append)
+                 max_steps=1, log=lines.append, precision="fp32")
     return result, "\n".join(lines)
 
 

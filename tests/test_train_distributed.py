@@ -24,7 +24,7 @@ from chexlib import params as P
 from chexlib.checkpoint import load_checkpoint
 from chexlib.errors import ParameterError
 from chexlib.run import RunFolder
-from chexlib.train import amp_dtype, epoch_batches, fit, masked_bce, train_step
+from chexlib.train import epoch_batches, fit, masked_bce, train_step
 from chexlib.train.distributed import DistContext, ShardedBatchSampler, shard
 from chexlib.train.launch import TrainingFailed, train_with_torchrun
 
@@ -233,17 +233,6 @@ def test_batch_size_must_leave_two_images_per_process(tmp_path):
     with pytest.raises(ParameterError, match="batch_size 3 is too small for 2 processes.*>= 4"):
         fit(nn.Linear(1, 1), None, None, config, tmp_path, device="cpu",
             context=DistContext(rank=0, world_size=2))
-
-
-def test_precision_choices_on_the_cpu():
-    cpu = torch.device("cpu")
-    assert amp_dtype(cpu, "auto") is None and amp_dtype(cpu, "fp32") is None
-    with pytest.raises(ParameterError, match="precision 'bf16' needs a CUDA device"):
-        amp_dtype(cpu, "bf16")
-    with pytest.raises(ParameterError, match="precision 'half' is unknown"):
-        amp_dtype(cpu, "half")
-    with pytest.raises(ParameterError, match="precision"):
-        P.validate({"precision": "fp8"})
 
 
 @pytest.mark.slow

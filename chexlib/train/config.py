@@ -37,11 +37,15 @@ class TrainConfig:
     #: :func:`chexlib.fingerprint.data_fingerprint` of the training and internal-validation
     #: rows ("" where not recorded): a checkpoint of other data is neither resumed nor reused.
     data: str = ""
+    #: The autocast dtype the weights were trained in ("float32", "bfloat16" or "float16"; ""
+    #: where not recorded), set by :func:`chexlib.train.loop.fit` from the ``precision``
+    #: parameter on this device: weights trained in float32 are not reused for a bf16 run.
+    autocast: str = ""
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> TrainConfig:
         """The training configuration of a notebook parameter set."""
-        names = {f for f in cls.__dataclass_fields__ if f not in ("classes", "data")}
+        names = {f for f in cls.__dataclass_fields__ if f not in ("classes", "data", "autocast")}
         return cls(**{k: params[k] for k in names})
 
     def to_dict(self) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +34,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from chexlib.checkpoint import restore_rng_state
-from chexlib.device import amp_dtype, select_device, to_device
+from chexlib.device import amp_dtype, autocast_name, channels_last, select_device, to_device
 from chexlib.errors import ParameterError
 from chexlib.files import atomic_write_text
 from chexlib.metrics import auroc
@@ -102,7 +103,7 @@ def fit(model: nn.Module, train_ds: Dataset, val_ds: Dataset, config: TrainConfi
     out_dir : path
         Where ``checkpoint.pt``, ``checkpoint_last.pt`` and ``history.csv`` go.
     device : str or torch.device
-        ``auto`` picks CUDA, then MPS, then CPU. CUDA trains channels-last.
+        ``auto`` picks CUDA, then MPS, then CPU. CUDA and CPU bf16 train channels-last.
     checkpoint_every : int
         Also save the resume point every this many steps (0: at the end of each epoch only).
     retrain : bool
@@ -111,7 +112,10 @@ def fit(model: nn.Module, train_ds: Dataset, val_ds: Dataset, config: TrainConfi
         Stop (as if interrupted) after this many optimisation steps in this call; for tests and
         for budgeted runs. The resume point is saved first.
     precision : {"auto", "fp32", "bf16", "fp16"}
-        Mixed precision on CUDA (:func:`amp_dtype`); ``auto`` is bf16 where supported.
+        Autocast dtype (:func:`chexlib.device.amp_dtype`): ``auto`` is bf16 on GPUs that support
+        it and on CPUs with native bf16, fp16 on older GPUs, float32 elsewhere. bf16 trains
+        channels-last (:func:`chexlib.device.channels_last`). The dtype is recorded in the
+        configuration (``TrainConfig.autocast``).
     context : DistContext, optional
         This process's place in a torchrun job (:func:`chexlib.train.distributed.init_from_env`);
         None trains in this process alone. Each rank trains on its share of every global batch
@@ -135,6 +139,9 @@ def fit(model: nn.Module, train_ds: Dataset, val_ds: Dataset, config: TrainConfi
     if context.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
     device = select_device(device) if isinstance(device, str) else device
+    amp = amp_dtype(device, precision)
+    # The autocast dtype determines the weights: it is part of the configuration.
+    config = replace(config, autocast=autocast_name(amp))
     state, notes = _resume_point(out_dir, config, retrain, context)
     for note in notes:
         log(note)
@@ -144,9 +151,11 @@ def fit(model: nn.Module, train_ds: Dataset, val_ds: Dataset, config: TrainConfi
                            "reused", notes=notes)
     torch.manual_seed(config.seed)
     model.to(device)
-    if device.type == "cuda":
-        model.to(memory_format=torch.channels_last)
-    amp = amp_dtype(device, precision)
+    fast_format = torch.channels_last if channels_last(device, amp) else None
+    if fast_format is not None:
+        model.to(memory_format=fast_format)
+    if amp is not None:
+        log(f"training in {config.autocast} autocast" + (", channels-last" if fast_format else ""))
     optimizer, scheduler, scaler, pos_weight = _new_state(model, config, train_ds, device, amp)
     epoch, step, history, best = 0, 0, [], {"val_auroc": -math.inf, "epoch": -1, "finished": False}
     if state is not None:
@@ -178,7 +187,8 @@ def fit(model: nn.Module, train_ds: Dataset, val_ds: Dataset, config: TrainConfi
         for batch, (images, targets, masks, _) in zip(sampler.batches, shown):
             denominator = all_masks[batch].sum().to(device)
             try:
-                share = train_step(net, optimizer, to_device(images, device), targets.to(device),
+                share = train_step(net, optimizer, to_device(images, device, fast_format),
+                                   targets.to(device),
                                    masks.to(device), amp=amp, scaler=scaler,
                                    pos_weight=pos_weight, denominator=denominator,
                                    world_size=world)
@@ -196,6 +206,7 @@ def fit(model: nn.Module, train_ds: Dataset, val_ds: Dataset, config: TrainConfi
             if interrupted:
                 context.barrier()
                 log(f"stopped after {steps_here} steps (max_steps); resume point saved")
+                _back_to_nchw(model, fast_format)
                 return TrainResult(run.checkpoint, run.last_checkpoint, _history_frame(history),
                                    "interrupted", time.perf_counter() - start, notes=notes)
         running = context.sum_float(running, device)  # each rank summed its share of the loss
@@ -230,9 +241,18 @@ def fit(model: nn.Module, train_ds: Dataset, val_ds: Dataset, config: TrainConfi
             log(f"early stopping: no improvement for {config.early_stopping} epochs")
             break
     context.barrier()
+    _back_to_nchw(model, fast_format)
     seconds = time.perf_counter() - start
     return TrainResult(run.checkpoint, run.last_checkpoint, _history_frame(history), status,
                        seconds, seen / seconds if seconds > 0 else math.nan, notes)
+
+
+def _back_to_nchw(model: nn.Module, fast_format) -> None:
+    """On the CPU, hand the model back in the default memory format: explanations run it in
+    float32, where channels-last gains little (CUDA keeps it, as it always did)."""
+    on_cpu = next(model.parameters()).device.type == "cpu"
+    if fast_format is not None and on_cpu:
+        model.to(memory_format=torch.contiguous_format)
 
 
 def _silent(*args, **kwargs) -> None:

@@ -44,5 +44,5 @@ def _resume_note(last: Path) -> str:
     except CheckpointError:
         return f"{last} was not changed"
     return (f"Nothing was written: the resume point {last} is intact (epoch {ckpt['epoch'] + 1}, "
-            f"step {ckpt['step']}); a rerun with another precision resumes from it, one with "
-            f"another batch_size trains afresh and keeps it as {last.name}.previous")
+            f"step {ckpt['step']}); a rerun with the same settings resumes from it, one with "
+            f"another batch_size or precision trains afresh and keeps it as {last.name}.previous")

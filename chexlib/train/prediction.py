@@ -1,7 +1,7 @@
 """Prediction: the logits and probabilities of every item of a dataset, in dataset order.
 
 :func:`predict` runs the model in eval mode, without gradients, in the autocast dtype of the
-``precision`` parameter (:func:`chexlib.device.amp_dtype`); training validates with it every
+``precision`` parameter (:func:`chexlib.device.amp_dtype`; in bf16 also channels-last); training validates with it every
 epoch and notebook 03 scores the reported split with it.
 """
 
@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from chexlib.device import amp_dtype, to_device
+from chexlib.device import amp_dtype, channels_last, is_channels_last, to_device
 from chexlib.progress import progress_bar
 from chexlib.train.out_of_memory import _out_of_memory
 
@@ -33,14 +33,30 @@ def predict(model: nn.Module, dataset: Dataset, batch_size: int = 64,
     device = torch.device(device)
     model.eval().to(device)
     amp = amp_dtype(device, precision)
+    fast_format = torch.channels_last if channels_last(device, amp) else None
+    # Convert for the run and restore afterwards only on the CPU, and only what was converted
+    # here: the caller's model comes back as it was given.
+    restore = fast_format is not None and device.type == "cpu" and not is_channels_last(model)
+    if restore:
+        model.to(memory_format=fast_format)
+    try:
+        logits = _logits(model, dataset, batch_size, device, num_workers, progress, precision,
+                         amp, fast_format)
+    finally:
+        if restore:
+            model.to(memory_format=torch.contiguous_format)
+    return logits, 1.0 / (1.0 + np.exp(-logits))
+
+
+def _logits(model, dataset, batch_size, device, num_workers, progress, precision, amp,
+            fast_format) -> np.ndarray:
     out = []
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     for images, *_ in progress_bar(loader, desc="predicting", disable=not progress, leave=False):
         try:
             with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-                out.append(model(to_device(images, device)).float().cpu())
+                out.append(model(to_device(images, device, fast_format)).float().cpu())
         except torch.cuda.OutOfMemoryError as exc:
             raise _out_of_memory("prediction", exc, len(images), batch_size, precision,
                                  how="batch_size={}") from exc
-    logits = torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
-    return logits, 1.0 / (1.0 + np.exp(-logits))
+    return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
