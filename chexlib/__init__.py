@@ -26,6 +26,8 @@ chexlib.phantom.__main__              python -m chexlib.phantom --out DIR --n-tr
 chexlib.phantom.generate              write a complete phantom: images, CSVs, masks and phantom.json
 chexlib.phantom.sampling              label rows sampled from the real CheXpert train.csv
 chexlib.phantom.render                render one radiograph: anatomy, findings, exposure, noise, marker
+chexlib.phantom.drain                 the planted chest drain (a pneumothorax confounder) and its mask
+chexlib.phantom.counterfactual        a stored phantom image rendered again without its drain or marker
 chexlib.phantom.anatomy               the body: habitus, lungs, heart, mediastinum, diaphragm
 chexlib.phantom.lungs                 real lung-field shapes from torchxrayvision's lung masks
 chexlib.phantom.skeleton              ribs, clavicles, spine, scapulae and humeral heads
@@ -95,6 +97,13 @@ chexlib.heatmap_quality.artefacts     grid artefacts of heatmaps: the blockiness
 chexlib.heatmap_quality.compare       notebook 06: the pairs, every method's maps and scores per pair
 chexlib.heatmap_quality.summaries     notebook 06: patient-clustered intervals, blank rate and n, verdicts, key insights
 chexlib.heatmap_quality.chexlocalize  CheXlocalize's protocol: Otsu segmentation, hit rate, mIoU, bootstrap CIs
+
+the shortcut lab (a planted confounder: does the model use it, which explanation shows it)
+chexlib.shortcut                      the shortcut lab's measures (notebook 07 is to come)
+chexlib.shortcut.subgroups            finding with / without drain, drain without finding, neither
+chexlib.shortcut.strata               hidden stratification: AUROC and rates per subgroup, patient intervals
+chexlib.shortcut.causal               the causal test: logit change when the confounder is removed
+chexlib.shortcut.reveal               each method's relevance on confounder and finding vs the causal effect
 
 figures and the browser
 chexlib.plots                         figures shared by the notebooks (each returns a Figure)

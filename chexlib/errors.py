@@ -26,6 +26,10 @@ class ParameterError(ChexlibError, ValueError):
     """A run parameter has an unknown name, a wrong type or an out-of-range value."""
 
 
+class PhantomError(ChexlibError, ValueError):
+    """A phantom folder that is incomplete, of another version, or whose files disagree."""
+
+
 class MaskFormatError(ChexlibError, ValueError):
     """A ground-truth mask file does not follow the CheXlocalize / COCO-RLE format."""
 

@@ -54,6 +54,16 @@ SCHEMA: dict[str, Param] = {
     "phantom_n_valid": Param(int, 234, "phantom: images in valid.csv (CheXpert's has 234)",
                              low=10, high=100_000),
     "phantom_seed": Param(int, 0, "phantom: generator seed", low=0, high=2**32 - 1),
+    "phantom_marker_rate_ap": Param(float, 0.9, "phantom: share of AP films with the burned-in "
+                                    "PORTABLE marker (the planted shortcut)", low=0.0, high=1.0),
+    "phantom_marker_rate_pa": Param(float, 0.03, "phantom: share of PA films with the marker",
+                                    low=0.0, high=1.0),
+    "phantom_drain_rate": Param(float, 0.0, "phantom: share of pneumothorax images in train.csv "
+                                "with a chest drain (the planted confounder)", low=0.0, high=1.0),
+    "phantom_drain_rate_valid": Param(float, 0.0, "phantom: share of pneumothorax images in "
+                                      "valid.csv with a chest drain", low=0.0, high=1.0),
+    "phantom_drain_rate_other": Param(float, 0.0, "phantom: share of the other images (both "
+                                      "splits) with a chest drain", low=0.0, high=1.0),
     "image_size": Param(int, 128, "square input size in pixels", low=32, high=1024),
     "uncertainty_policy": Param(str, "zeros", "uncertain labels: zeros (U-Zeros), ones, ignore",
                                 choices=tuple(UNCERTAINTY_POLICIES)),

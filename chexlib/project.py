@@ -78,6 +78,11 @@ def ensure_data(params: dict[str, Any], data_root: Path) -> Path:
             n_valid=params["phantom_n_valid"],
             seed=params["phantom_seed"],
             overwrite=is_phantom,
+            p_shortcut_ap=params["phantom_marker_rate_ap"],
+            p_shortcut_pa=params["phantom_marker_rate_pa"],
+            p_drain=params["phantom_drain_rate"],
+            p_drain_valid=params["phantom_drain_rate_valid"],
+            p_drain_other=params["phantom_drain_rate_other"],
         )
         return data_root
     for name in ("train.csv", "valid.csv"):

@@ -111,7 +111,7 @@ def test_valid_labels_are_certain_and_equal_what_was_drawn(phantom):
     root, _ = phantom
     valid = read_labels(root / "valid.csv")
     drawn = pd.read_csv(root / "drawn_valid.csv")
-    assert list(drawn.columns) == ["Path", *OBSERVATIONS, "Shortcut"]
+    assert list(drawn.columns) == ["Path", *OBSERVATIONS, "Shortcut", "Drain"]
     labels = valid[list(OBSERVATIONS)].to_numpy()
     assert np.isin(labels, (0.0, 1.0)).all()
     assert (valid["Path"].to_numpy() == drawn["Path"].to_numpy()).all()

@@ -27,6 +27,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="replace the phantom files in a folder that holds something else",
     )
+    for name, what in (("drain-rate", "pneumothorax images of train.csv"),
+                       ("drain-rate-valid", "pneumothorax images of valid.csv"),
+                       ("drain-rate-other", "all other images")):
+        parser.add_argument(f"--{name}", type=float, default=0.0,
+                            help=f"share of the {what} with a chest drain (default 0)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     try:
@@ -38,6 +43,9 @@ def main(argv: list[str] | None = None) -> int:
             workers=args.workers,
             overwrite=args.overwrite,
             progress=not args.quiet,
+            p_drain=args.drain_rate,
+            p_drain_valid=args.drain_rate_valid,
+            p_drain_other=args.drain_rate_other,
         )
     except ChexlibError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -7,7 +7,8 @@ Layout (exactly CheXpert-v1.0-small's, plus the ground truth)::
     DIR/valid/...
     DIR/masks/<split>_findings.json               CheXlocalize: image id -> observation -> RLE
     DIR/masks/<split>_shortcut.json               image id -> {"Shortcut": RLE} (marked images)
-    DIR/drawn_<split>.csv                         Path, 14 observations, Shortcut: 1/0 as drawn
+    DIR/masks/<split>_drain.json                  image id -> {"Drain": RLE} (images with a drain)
+    DIR/drawn_<split>.csv                         Path, 14 observations, Shortcut, Drain: 1/0 as drawn
     DIR/phantom.json                              generator, version, parameters, rates, counts
 
 Every file is written to a temporary name in its folder and renamed (atomic). ``phantom.json`` is
@@ -44,7 +45,7 @@ from chexlib.progress import progress_bar
 
 GENERATOR = "chexlib.phantom"
 #: Bump when the output for given parameters changes: a folder of another version is not reused.
-VERSION = "1.2"
+VERSION = "1.3"
 JPEG_QUALITY = 90
 DEFAULT_N_TRAIN = 2000
 DEFAULT_N_VALID = 234
@@ -77,6 +78,9 @@ def generate(
     p_spurious_positive: float = sampling.P_SPURIOUS_POSITIVE,
     p_shortcut_ap: float = sampling.P_SHORTCUT_AP,
     p_shortcut_pa: float = sampling.P_SHORTCUT_PA,
+    p_drain: float = sampling.P_DRAIN,
+    p_drain_valid: float = sampling.P_DRAIN_VALID,
+    p_drain_other: float = sampling.P_DRAIN_OTHER,
 ) -> dict:
     """Generate a phantom data set in CheXpert-v1.0-small format.
 
@@ -98,6 +102,9 @@ def generate(
         Show a tqdm progress bar.
     p_uncertain_drawn, p_missed_positive, p_spurious_positive, p_shortcut_ap, p_shortcut_pa : float
         The documented rates (defaults: the constants of :mod:`chexlib.phantom.sampling`).
+    p_drain, p_drain_valid, p_drain_other : float
+        The chest drain's rates: on pneumothorax images of train.csv and of valid.csv, and on
+        any other image (:func:`chexlib.phantom.sampling.sample_drains`).
 
     Returns
     -------
@@ -121,6 +128,9 @@ def generate(
         p_spurious_positive,
         p_shortcut_ap,
         p_shortcut_pa,
+        p_drain,
+        p_drain_valid,
+        p_drain_other,
     )
     out = Path(out)
     existing = _read_manifest(out)
@@ -145,11 +155,14 @@ def generate(
             p_spurious=p_spurious_positive,
             p_shortcut_ap=p_shortcut_ap,
             p_shortcut_pa=p_shortcut_pa,
+            p_drain=p_drain,
+            p_drain_valid=p_drain_valid,
+            p_drain_other=p_drain_other,
         )
         paths = [str(resolve_image_path(out, p)) for p in plan.table["Path"]]
         for folder in sorted({os.path.dirname(p) for p in paths}):
             os.makedirs(folder, exist_ok=True)
-        results = _run(list(zip(_specs(plan, params["seed"]), paths)), pool, workers, progress)
+        results = _run(list(zip(plan_specs(plan, params["seed"]), paths)), pool, workers, progress)
     except BaseException:
         if pool is not None:
             pool.terminate()
@@ -185,6 +198,9 @@ def _check_parameters(n_train, n_valid, seed, workers, *rates) -> dict:
         "p_spurious_positive",
         "p_shortcut_ap",
         "p_shortcut_pa",
+        "p_drain",
+        "p_drain_valid",
+        "p_drain_other",
     )
     for name, value in zip(names, rates):
         if (
@@ -239,7 +255,8 @@ def _start_pool(workers: int):
     return multiprocessing.get_context().Pool(workers, initializer=lung_library)
 
 
-def _specs(plan: sampling.LabelPlan, seed: int) -> list[ImageSpec]:
+def plan_specs(plan: sampling.LabelPlan, seed: int) -> list[ImageSpec]:
+    """The render specification of every image of a label plan, in plan order."""
     table = plan.table
     return [
         ImageSpec(
@@ -251,6 +268,7 @@ def _specs(plan: sampling.LabelPlan, seed: int) -> list[ImageSpec]:
             view=str(table["AP/PA"].iat[i]),
             drawn=tuple(float(v) for v in plan.drawn[i]),
             shortcut=bool(plan.shortcut[i]),
+            drain=bool(plan.drain[i]),
         )
         for i in range(len(plan))
     ]
@@ -275,16 +293,22 @@ def _run(jobs: list, pool, workers: int, progress: bool) -> list:
         bar.close()
 
 
-def _render_job(job: tuple[ImageSpec, str]) -> tuple[dict, dict | None]:
+def jpeg_bytes(image: np.ndarray) -> bytes:
+    """An 8-bit grayscale image as the phantom stores it (JPEG, :data:`JPEG_QUALITY`)."""
+    buffer = io.BytesIO()
+    Image.fromarray(image, mode="L").save(buffer, format="JPEG", quality=JPEG_QUALITY)
+    return buffer.getvalue()
+
+
+def _render_job(job: tuple[ImageSpec, str]) -> tuple[dict, dict | None, dict | None]:
     """Worker: render one image, write its JPEG atomically, return its RLE-encoded masks."""
     spec, path = job
     rendered = render_image(spec)
-    buffer = io.BytesIO()
-    Image.fromarray(rendered.image, mode="L").save(buffer, format="JPEG", quality=JPEG_QUALITY)
-    atomic_write_bytes(Path(path), buffer.getvalue(), durable=False)
+    atomic_write_bytes(Path(path), jpeg_bytes(rendered.image), durable=False)
     findings = {name: rle_encode(mask) for name, mask in rendered.masks.items()}
     shortcut = rle_encode(rendered.shortcut) if rendered.shortcut is not None else None
-    return findings, shortcut
+    drain = rle_encode(rendered.drain) if rendered.drain is not None else None
+    return findings, shortcut, drain
 
 
 def _write_outputs(out: Path, plan: sampling.LabelPlan, results: list, params: dict) -> dict:
@@ -298,15 +322,19 @@ def _write_outputs(out: Path, plan: sampling.LabelPlan, results: list, params: d
             [table["Path"].iat[i]]
             + ["1" if v > 0 else "0" for v in plan.drawn[i]]
             + ["1" if plan.shortcut[i] else "0"]
+            + ["1" if plan.drain[i] else "0"]
             for i in rows
         ]
-        _write_csv(out / f"drawn_{split}.csv", ["Path", *OBSERVATIONS, "Shortcut"], drawn_rows)
+        _write_csv(out / f"drawn_{split}.csv", ["Path", *OBSERVATIONS, "Shortcut", "Drain"],
+                   drawn_rows)
         findings = {ids[k]: results[i][0] for k, i in enumerate(rows) if results[i][0]}
         shortcut = {
             ids[k]: {"Shortcut": results[i][1]} for k, i in enumerate(rows) if results[i][1]
         }
         write_chexlocalize(out / "masks" / f"{split}_findings.json", findings)
         write_chexlocalize(out / "masks" / f"{split}_shortcut.json", shortcut)
+        drain = {ids[k]: {"Drain": results[i][2]} for k, i in enumerate(rows) if results[i][2]}
+        write_chexlocalize(out / "masks" / f"{split}_drain.json", drain)
         counts[split] = _split_counts(plan, rows)
     manifest = _manifest(params, counts)
     atomic_write_json(out / "phantom.json", manifest, indent=1)
@@ -324,6 +352,7 @@ def _split_counts(plan: sampling.LabelPlan, rows: np.ndarray) -> dict:
     drawn = plan.drawn[rows]
     patients = plan.patient[rows]
     studies = {p.rsplit("/", 1)[0] for p in plan.table["Path"].iloc[rows]}
+    pneumothorax = drawn[:, OBSERVATIONS.index("Pneumothorax")] > 0
     return {
         "images": len(rows),
         "patients": len(set(patients.tolist())),
@@ -335,6 +364,10 @@ def _split_counts(plan: sampling.LabelPlan, rows: np.ndarray) -> dict:
             "AP": int(plan.shortcut[rows][view == "AP"].sum()),
             "PA": int(plan.shortcut[rows][view == "PA"].sum()),
         },
+        "drain": {
+            "Pneumothorax": int((plan.drain[rows] & pneumothorax).sum()),
+            "other": int((plan.drain[rows] & ~pneumothorax).sum()),
+        },
         "drawn": {name: int((drawn[:, j] > 0).sum()) for j, name in enumerate(OBSERVATIONS)},
         "drawn_faint": {
             name: int(((drawn[:, j] > 0) & (drawn[:, j] < 1)).sum())
@@ -345,7 +378,7 @@ def _split_counts(plan: sampling.LabelPlan, rows: np.ndarray) -> dict:
 
 
 def _manifest(params: dict, counts: dict) -> dict:
-    from chexlib.phantom import anatomy, devices, findings, render
+    from chexlib.phantom import anatomy, devices, drain, findings, render
 
     try:
         xrv = importlib.metadata.version("torchxrayvision")
@@ -363,6 +396,9 @@ def _manifest(params: dict, counts: dict) -> dict:
             "p_spurious_positive": params["p_spurious_positive"],
             "p_shortcut_ap": params["p_shortcut_ap"],
             "p_shortcut_pa": params["p_shortcut_pa"],
+            "p_drain": params["p_drain"],
+            "p_drain_valid": params["p_drain_valid"],
+            "p_drain_other": params["p_drain_other"],
         },
         "contrast": {
             "finding_density": findings.DENSITY,
@@ -373,6 +409,8 @@ def _manifest(params: dict, counts: dict) -> dict:
             "vessel_brightness": render.VESSEL_BRIGHTNESS,
             "tube_brightness": devices.TUBE_BRIGHTNESS,
             "marker_brightness": render.MARKER_BRIGHTNESS,
+            "drain_wall_brightness": drain.DRAIN_WALL_BRIGHTNESS,
+            "drain_stripe_brightness": drain.DRAIN_STRIPE_BRIGHTNESS,
         },
         "image": {
             "height": anatomy.HEIGHT,

@@ -1,4 +1,4 @@
-"""Render one phantom radiograph: anatomy, findings, exposure, noise and the planted marker.
+"""Render one phantom radiograph: anatomy, findings, exposure, noise and the planted confounders.
 
 :func:`render_image` is the whole pipeline for one image and is what the worker processes run.
 The image is composed in a linear "brightness" space (0 black .. 1 white) from the scene's
@@ -16,6 +16,7 @@ from PIL import Image, ImageDraw, ImageFont
 from chexlib.observations import OBSERVATIONS
 from chexlib.phantom import draw
 from chexlib.phantom.anatomy import Scene, build_scene, sample_patient, sample_study
+from chexlib.phantom.drain import draw_drain, drain_rng
 from chexlib.phantom.findings import FINDINGS
 from chexlib.phantom.lungs import lung_library
 from chexlib.phantom.skeleton import bone_layer, make_ribs
@@ -55,6 +56,7 @@ class ImageSpec:
     view: str  # "AP" or "PA"
     drawn: tuple[float, ...]  # 14 strengths, OBSERVATIONS order
     shortcut: bool
+    drain: bool = False  # the planted chest drain (chexlib.phantom.drain)
 
 
 @dataclass
@@ -67,6 +69,7 @@ class Rendered:
     masks : dict observation -> ndarray bool [320, W], one per drawn finding
     shortcut : ndarray bool [320, W] or None, the marker's box
     scene : Scene
+    drain : ndarray bool [320, W] or None, every pixel the chest drain changes
         The geometry (heart mask, lungs, ...), for tests and notebooks.
     """
 
@@ -74,6 +77,7 @@ class Rendered:
     masks: dict
     shortcut: np.ndarray | None
     scene: Scene
+    drain: np.ndarray | None = None
 
 
 def image_rng(seed: int, image_number: int) -> np.random.Generator:
@@ -113,7 +117,11 @@ def render_image(spec: ImageSpec) -> Rendered:
     marker = None
     if spec.shortcut:
         image, marker = burn_marker(image, rng)
-    return Rendered(image=_to_uint8(image), masks=masks, shortcut=marker, scene=scene)
+    drain = None
+    if spec.drain:  # last, from its own stream: without it, only its pixels differ
+        image, drain = draw_drain(image, scene, masks, drain_rng(spec.seed, spec.image_number))
+    return Rendered(image=_to_uint8(image), masks=masks, shortcut=marker, scene=scene,
+                    drain=drain)
 
 
 def compose(scene: Scene, rng: np.random.Generator) -> np.ndarray:

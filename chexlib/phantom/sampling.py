@@ -47,6 +47,12 @@ P_SPURIOUS_POSITIVE = 0.002
 #: Probability of the burned-in "PORTABLE" marker on AP films and on PA films (the shortcut).
 P_SHORTCUT_AP = 0.90
 P_SHORTCUT_PA = 0.03
+#: Probability of a chest drain (:mod:`chexlib.phantom.drain`) on a pneumothorax image of
+#: train.csv and of valid.csv, and on any other image (a drain left after a pleural effusion was
+#: drained, say). 0 by default: the lab of notebook 07 sets them.
+P_DRAIN = 0.0
+P_DRAIN_VALID = 0.0
+P_DRAIN_OTHER = 0.0
 
 #: The 12 pathologies whose absence defines "No Finding" (all but No Finding and Support Devices).
 PATHOLOGIES: tuple[str, ...] = OBSERVATIONS[1:13]
@@ -74,6 +80,8 @@ class LabelPlan:
         The real row each image was sampled from (before noise).
     shortcut : ndarray bool, shape [N]
         Whether the image carries the planted "PORTABLE" marker.
+    drain : ndarray bool, shape [N]
+        Whether the image carries the planted chest drain (:func:`sample_drains`).
     split : ndarray str, shape [N]
         ``"train"`` or ``"valid"``.
     patient : ndarray int64, shape [N]
@@ -86,6 +94,11 @@ class LabelPlan:
     shortcut: np.ndarray
     split: np.ndarray
     patient: np.ndarray
+    drain: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.drain is None:
+            self.drain = np.zeros(len(self.table), bool)
 
     def __len__(self) -> int:
         return len(self.table)
@@ -244,6 +257,9 @@ def sample_labels(
     p_spurious: float = P_SPURIOUS_POSITIVE,
     p_shortcut_ap: float = P_SHORTCUT_AP,
     p_shortcut_pa: float = P_SHORTCUT_PA,
+    p_drain: float = P_DRAIN,
+    p_drain_valid: float = P_DRAIN_VALID,
+    p_drain_other: float = P_DRAIN_OTHER,
     real: pd.DataFrame | None = None,
 ) -> LabelPlan:
     """Sample the labels of a phantom without rendering anything.
@@ -256,6 +272,8 @@ def sample_labels(
         The phantom's seed; the same seed gives the same plan.
     p_uncertain_drawn, p_missed, p_spurious, p_shortcut_ap, p_shortcut_pa : float
         The documented rates (see the module constants).
+    p_drain, p_drain_valid, p_drain_other : float
+        The chest drain's rates (:func:`sample_drains`).
     real : DataFrame, optional
         The real frontal rows (default :func:`real_frontal_rows`).
 
@@ -298,14 +316,44 @@ def sample_labels(
         }
     )
     table[list(OBSERVATIONS)] = labels
+    split = rows["split"].to_numpy(str)
     return LabelPlan(
         table=table,
         drawn=drawn,
         real=real_labels,
         shortcut=shortcut,
-        split=rows["split"].to_numpy(str),
+        split=split,
         patient=rows["patient"].to_numpy(np.int64),
+        drain=sample_drains(drawn, split, seed, p_drain, p_drain_valid, p_drain_other),
     )
+
+
+def sample_drains(drawn: np.ndarray, split: np.ndarray, seed: int, p_drain: float,
+                  p_drain_valid: float, p_drain_other: float) -> np.ndarray:
+    """Which images carry a chest drain: a share of the pneumothorax images, rarely others.
+
+    The draws come from their own stream (``SeedSequence(seed, spawn_key=(3,))``), so a phantom
+    with drains has the same labels, marker and images (outside the drains) as one without.
+
+    Parameters
+    ----------
+    drawn : ndarray [N, 14]
+        Drawn strengths; a pneumothorax image is one whose Pneumothorax is drawn (faint or not).
+    split : ndarray str [N]
+    seed : int
+    p_drain, p_drain_valid : float
+        Share of pneumothorax images with a drain in train.csv and in valid.csv.
+    p_drain_other : float
+        Share of the other images with a drain (both splits).
+
+    Returns
+    -------
+    ndarray bool [N]
+    """
+    rng = np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(3,)))
+    pneumothorax = drawn[:, OBSERVATIONS.index("Pneumothorax")] > 0
+    rate = np.where(split == "valid", p_drain_valid, p_drain)
+    return rng.random(len(drawn)) < np.where(pneumothorax, rate, p_drain_other)
 
 
 def format_label(value: float) -> str:

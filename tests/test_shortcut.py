@@ -1,0 +1,136 @@
+"""chexlib.shortcut: subgroups, strata, the causal table and the reveal table, against references.
+
+AUROCs are checked against scikit-learn on the subsets each row compares, rates and means against
+numpy, rank correlations against scipy, shares against a hand computation; intervals against
+their defining properties (they hold the estimate, they resample patients, not images).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from scipy import stats
+from sklearn.metrics import roc_auc_score
+
+from chexlib.errors import MetricInputError
+from chexlib.shortcut import (SUBGROUPS, causal_table, confounder_shares, drain_subgroups,
+                              reveal_table, strata_table)
+from chexlib.shortcut.causal import logit_changes
+
+
+def test_subgroups_from_finding_and_drain():
+    got = drain_subgroups([1, 1, 0, 0], [1, 0, 1, 0])
+    assert got.tolist() == list(SUBGROUPS)
+    with pytest.raises(MetricInputError, match="finding has 2 images and drain 3"):
+        drain_subgroups([1, 0], [1, 0, 1])
+    with pytest.raises(MetricInputError, match="drain holds values other than 0 and 1"):
+        drain_subgroups([1, 0], [2, 0])
+
+
+def _lab(n=400, seed=0):
+    """A model that reads the drain: positives with a drain score high, drains raise negatives."""
+    rng = np.random.default_rng(seed)
+    finding = rng.random(n) < 0.3
+    drain = np.where(finding, rng.random(n) < 0.6, rng.random(n) < 0.1)
+    score = 1 / (1 + np.exp(-(2.5 * drain + 0.6 * finding + rng.normal(0, 1, n))))
+    patients = rng.integers(0, n // 2, n)
+    return finding.astype(int), drain.astype(int), score, patients
+
+
+def test_strata_aurocs_are_sklearns_on_the_compared_subsets():
+    finding, drain, score, patients = _lab()
+    groups = drain_subgroups(finding, drain)
+    raw = strata_table(finding, score, groups, patients, "Pneumothorax", threshold=0.5,
+                       n_boot=300)
+    assert list(raw.columns[:6]) == ["observation", "subgroup", "n", "auroc", "auroc_low",
+                                     "auroc_high"]  # the columns of tables/07_strata.csv
+    table = raw.set_index("subgroup")
+    pos, neg = finding == 1, finding == 0
+    subsets = {"all": pos | neg,
+               SUBGROUPS[0]: (pos & (drain == 1)) | neg,
+               SUBGROUPS[1]: (pos & (drain == 0)) | neg,
+               SUBGROUPS[2]: pos | (neg & (drain == 1))}
+    for name, rows in subsets.items():
+        assert table.loc[name, "auroc"] == pytest.approx(roc_auc_score(finding[rows], score[rows]))
+        assert table.loc[name, "n"] == rows.sum()
+        assert table.loc[name, "auroc_low"] <= table.loc[name, "auroc"] <= table.loc[name, "auroc_high"]
+    # The drain-reading model: with a drain far better than without; drains make false positives.
+    assert table.loc[SUBGROUPS[0], "auroc_low"] > table.loc[SUBGROUPS[1], "auroc_high"]
+    sensitivity = (score[pos & (drain == 1)] >= 0.5).mean()
+    assert table.loc[SUBGROUPS[0], "rate"] == pytest.approx(sensitivity)
+    assert table.loc[SUBGROUPS[2], "rate_name"] == "false-positive rate"
+    assert table.loc[SUBGROUPS[2], "rate"] == pytest.approx((score[neg & (drain == 1)] >= 0.5).mean())
+
+
+def test_strata_intervals_resample_patients_not_images():
+    finding, drain, score, _ = _lab(n=300, seed=2)
+    groups = drain_subgroups(finding, drain)
+    own = strata_table(finding, score, groups, np.arange(300), "P", n_boot=400)
+    # Each image copied into 10 images of one patient: the same AUROC, the same patient-level
+    # uncertainty (an image bootstrap would shrink the interval about sqrt(10)-fold).
+    tenfold = strata_table(np.repeat(finding, 10), np.repeat(score, 10), np.repeat(groups, 10),
+                           np.repeat(np.arange(300), 10), "P", n_boot=400)
+    np.testing.assert_allclose(tenfold["auroc"], own["auroc"])
+    width = (own["auroc_high"] - own["auroc_low"]).to_numpy()
+    np.testing.assert_allclose((tenfold["auroc_high"] - tenfold["auroc_low"]).to_numpy(), width,
+                               rtol=0.35)
+
+
+def test_strata_refuse_unknown_subgroups_and_mismatched_lengths():
+    with pytest.raises(MetricInputError, match="unknown subgroup"):
+        strata_table([1, 0], [0.4, 0.2], ["treated", "neither"], [1, 2], "P")
+    with pytest.raises(MetricInputError, match="expected one per image"):
+        strata_table([1, 0], [0.4], ["neither", "neither"], [1, 2], "P")
+
+
+def test_causal_table_means_per_subgroup_with_patient_intervals():
+    rng = np.random.default_rng(3)
+    groups = np.array([SUBGROUPS[0]] * 30 + [SUBGROUPS[2]] * 20)
+    changes = np.stack([np.where(groups == SUBGROUPS[0], -2.0, -0.1) + rng.normal(0, 0.3, 50),
+                        rng.normal(0, 0.3, 50)], axis=1)
+    patients = np.arange(50) // 2
+    table = causal_table(changes, groups, patients, ["Pneumothorax", "Edema"], n_boot=500)
+    ptx = table[table["observation"] == "Pneumothorax"].set_index("subgroup")
+    assert list(ptx.index) == ["all", SUBGROUPS[0], SUBGROUPS[2]]
+    assert ptx.loc[SUBGROUPS[0], "logit_change_mean"] == pytest.approx(changes[:30, 0].mean())
+    assert ptx.loc["all", "n"] == 50 and ptx.loc[SUBGROUPS[2], "n"] == 20
+    assert ptx.loc[SUBGROUPS[0], "high"] < 0  # the effect's interval excludes 0
+    edema = table[(table["observation"] == "Edema") & (table["subgroup"] == "all")].iloc[0]
+    assert edema["low"] < 0 < edema["high"]
+    with pytest.raises(MetricInputError, match=r"expected \[N, 2\]"):
+        causal_table(changes[:, :1], groups, patients, ["Pneumothorax", "Edema"])
+
+
+def test_logit_changes_are_the_models_differences():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 4 * 4, 2))
+    with_drain, without = torch.rand(5, 3, 4, 4), torch.rand(5, 3, 4, 4)
+    got = logit_changes(model, with_drain, without, batch_size=2)
+    expected = (model(without) - model(with_drain)).detach().double().numpy()
+    np.testing.assert_allclose(got, expected, atol=1e-6)  # batched vs whole: float rounding
+
+
+def test_shares_and_reveal_table_against_hand_and_scipy():
+    maps = np.zeros((4, 4, 4))
+    maps[0, 0, 0], maps[0, 3, 3] = 3.0, 1.0          # 3/4 on the confounder, 1/4 on the finding
+    maps[1, 0, 0], maps[1, 3, 3], maps[1, 1, 1] = 1.0, 1.0, -5.0  # negative relevance ignored
+    maps[3] = np.ones((4, 4))                          # spread evenly: 1/16 each
+    confounder = np.zeros((4, 4, 4), bool)
+    confounder[:, 0, 0] = True
+    finding = np.zeros((4, 4, 4), bool)
+    finding[:, 3, 3] = True
+    shares = confounder_shares(maps, confounder, finding)
+    np.testing.assert_allclose(shares["share_confounder"], [0.75, 0.5, np.nan, 1 / 16])
+    np.testing.assert_allclose(shares["share_finding"], [0.25, 0.5, np.nan, 1 / 16])
+    assert shares["blank"].tolist() == [False, False, True, False]  # map 2 is blank: NaN
+    effects = np.array([3.0, 1.0, 9.0, 0.5])
+    table = reveal_table({"lrp": shares}, effects).iloc[0]
+    assert table["n"] == 3 and table["blank_rate"] == 0.25
+    rho = stats.spearmanr([0.75, 0.5, 1 / 16], [3.0, 1.0, 0.5]).statistic
+    assert table["spearman_with_effect"] == pytest.approx(rho)
+    assert table["share_confounder"] == pytest.approx(np.mean([0.75, 0.5, 1 / 16]))
+    flat = pd.DataFrame({"share_confounder": [0.1] * 4, "share_finding": [0.0] * 4,
+                         "blank": [False] * 4})
+    assert np.isnan(reveal_table({"flat": flat}, effects).iloc[0]["spearman_with_effect"])
