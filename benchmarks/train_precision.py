@@ -47,7 +47,8 @@ def batches(kind: str, size: int, batch: int, count: int, seed: int) -> list[tup
         from chexlib.project import absolute_paths, ensure_data, project_root
         from chexlib.train.launch import training_data
 
-        params = absolute_paths(P.resolve("default", overrides={"image_size": size}), project_root())
+        params = P.resolve("default", overrides={"image_size": size})
+        params = absolute_paths(params, project_root())
         root = Path(params["data_root"])
         ensure_data(params, root)
         train_ds, _ = training_data(params, root, root / ".cache", progress=False)
@@ -143,7 +144,8 @@ def main() -> None:
     print(f"{'round':<8} {'fp32 img/s':>12} {arm:>12} {'ratio':>8}")
     for k, (a, b) in enumerate(zip(fp32.rates, fast.rates), 1):
         print(f"{k:<8} {a:>12.1f} {b:>12.1f} {b / a:>8.2f}")
-    print(f"median ratio {args.precision} / fp32: {report['ratio_median']:.2f} (min {report['ratio_min']:.2f})")
+    print(f"median ratio {args.precision} / fp32: {report['ratio_median']:.2f} "
+          f"(min {report['ratio_min']:.2f})")
     print(f"loss of one batch, same weights: fp32 {losses['fp32']:.5f}, {args.precision} "
           f"{losses['auto']:.5f} "
           f"(relative difference {report['first_loss_relative_difference']:.2%})")

@@ -99,11 +99,13 @@ chexlib.heatmap_quality.summaries     notebook 06: patient-clustered intervals, 
 chexlib.heatmap_quality.chexlocalize  CheXlocalize's protocol: Otsu segmentation, hit rate, mIoU, bootstrap CIs
 
 the shortcut lab (a planted confounder: does the model use it, which explanation shows it)
-chexlib.shortcut                      the shortcut lab's measures (notebook 07 is to come)
+chexlib.shortcut                      the shortcut lab's measures (notebook 07)
 chexlib.shortcut.subgroups            finding with / without drain, drain without finding, neither
 chexlib.shortcut.strata               hidden stratification: AUROC and rates per subgroup, patient intervals
 chexlib.shortcut.causal               the causal test: logit change when the confounder is removed
 chexlib.shortcut.reveal               each method's relevance on confounder and finding vs the causal effect
+chexlib.shortcut.lab                  notebook 07's steps on a run: subgroups, counterfactual inputs, effects, maps
+chexlib.shortcut.insights             notebook 07's key insights, claiming only what the intervals support
 
 figures and the browser
 chexlib.plots                         figures shared by the notebooks (each returns a Figure)

@@ -25,13 +25,16 @@ from chexlib.run import RunFolder
 
 
 def make_demo_run(data_root: str | os.PathLike, run_dir: str | os.PathLike, n_valid: int = 12,
-                  image_size: int = 48, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+                  image_size: int = 48, seed: int = 0,
+                  drain_rates: tuple[float, float, float] = (0.0, 0.0, 0.0)
+                  ) -> tuple[np.ndarray, np.ndarray]:
     """Write a phantom (10 training, ``n_valid`` reported images) and a demo run folder.
 
     The run folder gets ``checkpoint.pt`` (random weights, seeded), ``predictions.csv`` (uniform
     random probabilities), ``thresholds.json`` (0.5 for every class), ``outcomes.csv`` and
     ``params.yaml`` (this phantom and image size, the CPU), so that
-    :func:`chexlib.session.open_run` opens it.
+    :func:`chexlib.session.open_run` opens it. ``drain_rates``: the phantom's chest-drain rates
+    (train pneumothorax, valid pneumothorax, other images).
 
     Returns
     -------
@@ -39,7 +42,8 @@ def make_demo_run(data_root: str | os.PathLike, run_dir: str | os.PathLike, n_va
         The made-up probabilities and the outcomes they give at threshold 0.5.
     """
     data_root, run_dir = Path(data_root), Path(run_dir)
-    generate(data_root, n_train=10, n_valid=n_valid, seed=seed + 3, workers=1, progress=False)
+    generate(data_root, n_train=10, n_valid=n_valid, seed=seed + 3, workers=1, progress=False,
+             p_drain=drain_rates[0], p_drain_valid=drain_rates[1], p_drain_other=drain_rates[2])
     run_dir.mkdir(parents=True, exist_ok=True)
     labels = pd.read_csv(data_root / "valid.csv")
     paths = labels["Path"].tolist()
@@ -57,6 +61,9 @@ def make_demo_run(data_root: str | os.PathLike, run_dir: str | os.PathLike, n_va
                     uncertainty_policy="zeros")
     params = validate({"dataset": "phantom", "data_root": str(data_root.resolve()),
                        "phantom_n_train": 10, "phantom_n_valid": n_valid, "phantom_seed": seed + 3,
+                       "phantom_drain_rate": drain_rates[0],
+                       "phantom_drain_rate_valid": drain_rates[1],
+                       "phantom_drain_rate_other": drain_rates[2],
                        "image_size": image_size, "run_dir": str(run_dir.resolve()),
                        "device": "cpu", "seed": seed}, source="make_demo_run")
     run.write_params(params)

@@ -50,7 +50,7 @@ def select_device(name: str = "auto") -> torch.device:
 
 
 def cpuinfo_has_bf16(text: str) -> bool:
-    """Whether a ``/proc/cpuinfo`` text lists a native bf16 flag (x86 ``flags``, Arm ``Features``)."""
+    """Whether a ``/proc/cpuinfo`` text lists a native bf16 flag (x86 flags, Arm Features)."""
     for line in text.splitlines():
         key, _, value = line.partition(":")
         if key.strip().lower() in ("flags", "features") and BF16_FLAGS & set(value.split()):

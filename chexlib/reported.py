@@ -20,7 +20,7 @@ from chexlib import artefacts
 from chexlib.cases import pick_by_outcome
 from chexlib.data.dataset import CheXpertDataset, normalize
 from chexlib.errors import LabelFileError
-from chexlib.masks import chexlocalize_image_id, load_split_masks, resize_mask
+from chexlib.masks import chexlocalize_image_id, load_mask_file, load_split_masks, resize_mask
 from chexlib.observations import OBSERVATIONS, observation_index
 from chexlib.run import RunFolder
 
@@ -77,6 +77,7 @@ class ReportedImages:
         self.thresholds = artefacts.read_thresholds(run.thresholds)
         self.image_size = int(image_size)
         self._findings, self._shortcut = load_split_masks(data_root, "valid")
+        self._drain = load_mask_file(data_root, "valid", "drain")
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -101,16 +102,22 @@ class ReportedImages:
     def outline(self, row: int, observation: str) -> np.ndarray | None:
         """Ground-truth mask of ``observation`` on row ``row`` in the [S, S] frame, or None.
 
-        ``observation`` may also be ``"shortcut"``: the phantom's planted marker.
+        ``observation`` may also be ``"shortcut"`` (the phantom's planted marker) or
+        ``"drain"`` (its planted chest drain).
         """
-        if observation == "shortcut":  # whatever the file names it: the union of its masks
-            masks = list(self._shortcut.get(self.image_id(row), {}).values())
+        if observation in ("shortcut", "drain"):  # whatever the file names it: their union
+            source = self._shortcut if observation == "shortcut" else self._drain
+            masks = list(source.get(self.image_id(row), {}).values())
             mask = np.logical_or.reduce(masks) if masks else None
         else:
             mask = self._findings.get(self.image_id(row), {}).get(observation)
         if mask is None:
             return None
         return resize_mask(mask, (self.image_size, self.image_size))
+
+    def drains(self) -> np.ndarray:
+        """Whether each reported image carries the phantom's chest drain, bool [N]."""
+        return np.array([self.image_id(r) in self._drain for r in range(len(self))], dtype=bool)
 
     def has_masks(self) -> bool:
         """Whether the data has any ground-truth finding masks."""

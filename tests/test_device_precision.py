@@ -29,7 +29,8 @@ CPU = torch.device("cpu")
 
 SAPPHIRE_RAPIDS = ("processor\t: 0\nvendor_id\t: GenuineIntel\nflags\t\t: fpu vme sse sse2 avx2 "
                    "avx512f avx512_bf16 amx_bf16 amx_tile amx_int8\n")
-SKYLAKE = "processor\t: 0\nvendor_id\t: GenuineIntel\nflags\t\t: fpu vme sse sse2 avx2 avx512f avx512bw\n"
+SKYLAKE = ("processor\t: 0\nvendor_id\t: GenuineIntel\nflags\t\t: fpu vme sse sse2 avx2 avx512f "
+           "avx512bw\n")
 NEOVERSE_V1 = "processor\t: 0\nBogoMIPS\t: 2100.00\nFeatures\t: fp asimd aes sha2 bf16 i8mm sve\n"
 NEOVERSE_N1 = "processor\t: 0\nBogoMIPS\t: 50.00\nFeatures\t: fp asimd evtstrm aes crc32 atomics\n"
 

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import nbformat
+import pandas as pd
 import pytest
 
 from chexlib import params as P
@@ -169,6 +170,15 @@ def test_smoke_run_of_every_notebook(tmp_path):
         assert len(images[0]["buffers"][0]["data"]) > 1000, name
     maps = {p.parent.name for p in RunFolder(run).maps_dir.glob("*/index.json")}
     assert {DEFAULT_COMPOSITE, "gradcam"} <= maps
+    # Notebook 07 (the smoke phantom has drains): its three tables with the documented columns.
+    shortcut_tables = {
+        "07_strata": ["observation", "subgroup", "n", "auroc", "auroc_low", "auroc_high"],
+        "07_causal": ["observation", "subgroup", "n", "logit_change_mean", "low", "high"],
+        "07_reveal": ["method", "share_confounder", "share_finding", "spearman_with_effect"]}
+    for name, columns in shortcut_tables.items():
+        table = pd.read_csv(RunFolder(run).table(name))
+        assert set(columns) <= set(table.columns) and len(table) > 0, name
+    assert "07_with_and_without_drain.png" in figures
     _notebook_03_opened_by_hand(RunFolder(run), tmp_path)
 
 

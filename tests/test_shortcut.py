@@ -55,13 +55,15 @@ def test_strata_aurocs_are_sklearns_on_the_compared_subsets():
     for name, rows in subsets.items():
         assert table.loc[name, "auroc"] == pytest.approx(roc_auc_score(finding[rows], score[rows]))
         assert table.loc[name, "n"] == rows.sum()
-        assert table.loc[name, "auroc_low"] <= table.loc[name, "auroc"] <= table.loc[name, "auroc_high"]
+        low, high = table.loc[name, "auroc_low"], table.loc[name, "auroc_high"]
+        assert low <= table.loc[name, "auroc"] <= high
     # The drain-reading model: with a drain far better than without; drains make false positives.
     assert table.loc[SUBGROUPS[0], "auroc_low"] > table.loc[SUBGROUPS[1], "auroc_high"]
     sensitivity = (score[pos & (drain == 1)] >= 0.5).mean()
     assert table.loc[SUBGROUPS[0], "rate"] == pytest.approx(sensitivity)
     assert table.loc[SUBGROUPS[2], "rate_name"] == "false-positive rate"
-    assert table.loc[SUBGROUPS[2], "rate"] == pytest.approx((score[neg & (drain == 1)] >= 0.5).mean())
+    false_positives = (score[neg & (drain == 1)] >= 0.5).mean()
+    assert table.loc[SUBGROUPS[2], "rate"] == pytest.approx(false_positives)
 
 
 def test_strata_intervals_resample_patients_not_images():

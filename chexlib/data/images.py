@@ -162,6 +162,15 @@ def load_grayscale(path: str | os.PathLike, image_size: int) -> np.ndarray:
         If ``image_size`` is not a positive integer.
     """
     image_size = check_image_size(image_size)
-    gray = _open_gray(Path(path))
+    return square_grayscale(_open_gray(Path(path)), image_size)
+
+
+def square_grayscale(gray: Image.Image | np.ndarray, image_size: int) -> np.ndarray:
+    """An 8-bit grayscale image resized to the model's square frame, as every loaded image is.
+
+    Images made in memory (the phantom's counterfactuals) go through this same resize.
+    """
+    if isinstance(gray, np.ndarray):
+        gray = Image.fromarray(np.asarray(gray, dtype=np.uint8), mode="L")
     resized = gray.resize((image_size, image_size), Image.Resampling.BILINEAR)
     return np.array(resized, dtype=np.uint8)  # a writable copy (asarray would be read-only)

@@ -9,6 +9,7 @@ Their public names are importable from here.
 
 from chexlib.masks.chexlocalize import (
     chexlocalize_image_id,
+    load_mask_file,
     load_split_masks,
     read_chexlocalize,
     write_chexlocalize,
@@ -18,6 +19,7 @@ from chexlib.masks.rle import rle_decode, rle_encode
 
 __all__ = [
     "chexlocalize_image_id",
+    "load_mask_file",
     "load_split_masks",
     "read_chexlocalize",
     "resize_mask",

@@ -170,10 +170,13 @@ def load_split_masks(
         image id (:func:`chexlocalize_image_id`) -> name -> bool mask [H, W]; empty dicts when
         the file does not exist.
     """
-    out = []
-    for kind in ("findings", "shortcut"):
-        path = Path(root) / "masks" / f"{split}_{kind}.json"
-        table = read_chexlocalize(path) if path.is_file() else {}
-        out.append({image_id: {name: rle_decode(rle) for name, rle in per.items()}
-                    for image_id, per in table.items()})
-    return out[0], out[1]
+    return load_mask_file(root, split, "findings"), load_mask_file(root, split, "shortcut")
+
+
+def load_mask_file(root: str | os.PathLike, split: str,
+                   kind: str) -> dict[str, dict[str, np.ndarray]]:
+    """Decoded masks of ``masks/<split>_<kind>.json`` (e.g. kind ``drain``); {} without the file."""
+    path = Path(root) / "masks" / f"{split}_{kind}.json"
+    table = read_chexlocalize(path) if path.is_file() else {}
+    return {image_id: {name: rle_decode(rle) for name, rle in per.items()}
+            for image_id, per in table.items()}

@@ -75,12 +75,14 @@ def image_specs(data_root: str | Path, split: str = "valid") -> dict[str, ImageS
     return {path: specs[i] for path, i in zip(paths, rows)}
 
 
-def render_stored(spec: ImageSpec, *, drain: bool | None = None,
-                  marker: bool | None = None) -> np.ndarray:
+def render_stored(spec: ImageSpec, *, drain: bool | None = None, marker: bool | None = None,
+                  with_drain_mask: bool = False):
     """One image as the phantom stores it (JPEG-decoded, uint8 [320, W]), confounders chosen.
 
     ``drain`` / ``marker``: None keeps what the image has; False removes it, True adds it.
+    ``with_drain_mask``: also return the drain's mask (bool [320, W], or None without a drain).
     """
     changes = {k: v for k, v in (("drain", drain), ("shortcut", marker)) if v is not None}
     rendered = render_image(dataclasses.replace(spec, **changes))
-    return np.asarray(Image.open(io.BytesIO(jpeg_bytes(rendered.image))))
+    image = np.asarray(Image.open(io.BytesIO(jpeg_bytes(rendered.image))))
+    return (image, rendered.drain) if with_drain_mask else image

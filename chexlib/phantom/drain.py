@@ -104,7 +104,8 @@ def draw_drain(image: np.ndarray, scene: Scene, masks: dict,
     cut = int(len(path) * rng.uniform(0.72, 0.8))
     stripe = draw.polylines(scene.shape, [(path[:cut], DRAIN_STRIPE_WIDTH, 1.0),
                                           (path[cut + 3:-2], DRAIN_STRIPE_WIDTH, 1.0)])
-    added = DRAIN_WALL_BRIGHTNESS * wall + (DRAIN_STRIPE_BRIGHTNESS - DRAIN_WALL_BRIGHTNESS) * stripe
+    stripe_extra = DRAIN_STRIPE_BRIGHTNESS - DRAIN_WALL_BRIGHTNESS
+    added = DRAIN_WALL_BRIGHTNESS * wall + stripe_extra * stripe
     mask = added > 0
     out = image.copy()
     out[mask] = np.clip(image[mask] + added[mask], 0.0, 1.0)

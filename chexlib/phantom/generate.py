@@ -8,7 +8,7 @@ Layout (exactly CheXpert-v1.0-small's, plus the ground truth)::
     DIR/masks/<split>_findings.json               CheXlocalize: image id -> observation -> RLE
     DIR/masks/<split>_shortcut.json               image id -> {"Shortcut": RLE} (marked images)
     DIR/masks/<split>_drain.json                  image id -> {"Drain": RLE} (images with a drain)
-    DIR/drawn_<split>.csv                         Path, 14 observations, Shortcut, Drain: 1/0 as drawn
+    DIR/drawn_<split>.csv                         Path, 14 observations, Shortcut, Drain (1/0)
     DIR/phantom.json                              generator, version, parameters, rates, counts
 
 Every file is written to a temporary name in its folder and renamed (atomic). ``phantom.json`` is

@@ -4,10 +4,12 @@ The phantom's chest drain (:mod:`chexlib.phantom.drain`) is a confounder of pneu
 pixels and counterfactual are known. Modules, one question each:
 
 ``subgroups``  which images carry the finding, the confounder, both or neither
-``strata``     hidden stratification: AUROC and sensitivity per subgroup, patient-bootstrap intervals
+``strata``     hidden stratification: AUROC and sensitivity per subgroup, patient intervals
 ``causal``     the causal test: each logit's change when the confounder is removed, per subgroup
 ``reveal``     each explanation's share of positive relevance on the confounder and on the finding,
                against the measured causal effect
+``lab``        notebook 07's steps on a run: its subgroups, counterfactual inputs, effects and maps
+``insights``   notebook 07's computed key insights, claiming only what the intervals support
 """
 
 from chexlib.shortcut.causal import causal_table

@@ -1,0 +1,98 @@
+"""Notebook 07's computed key insights: each claims only what its interval supports.
+
+A difference between subgroups is claimed when their AUROC intervals do not overlap; an effect
+of the drain when its interval excludes 0; otherwise the sentence says that the data do not show
+one, with the numbers and the n behind them. The rank correlations of the reveal table have no
+interval and are reported as descriptions, beside the random map's share (the chance level).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from chexlib.methods import RANDOM
+from chexlib.shortcut.subgroups import SUBGROUPS
+
+__all__ = ["shortcut_insights"]
+
+
+def _ci(row) -> str:
+    return f"{row['auroc']:.2f} ({row['auroc_low']:.2f}-{row['auroc_high']:.2f}, n={row['n']})"
+
+
+def _stratification(strata: pd.DataFrame, observation: str) -> str:
+    rows = strata.set_index("subgroup")
+    if not {SUBGROUPS[0], SUBGROUPS[1]} <= set(rows.index):
+        absent = [name.replace("finding", observation) for name in SUBGROUPS[:2]
+                  if name not in rows.index]
+        return (f"Hidden stratification: not measurable here: the reported images hold no "
+                f"{' and no '.join(absent)}.")
+    a, b = rows.loc[SUBGROUPS[0]], rows.loc[SUBGROUPS[1]]
+    gap = a["auroc"] - b["auroc"]
+    if np.isfinite(gap) and a["auroc_low"] > b["auroc_high"]:
+        verdict = "the model is better on the cases with a drain (intervals apart)"
+    elif np.isfinite(gap) and b["auroc_low"] > a["auroc_high"]:
+        verdict = "the model is better on the cases without a drain (intervals apart)"
+    else:
+        verdict = "the intervals overlap: no difference these data support"
+    return (f"Hidden stratification, {observation}: AUROC with a drain {_ci(a)}, without "
+            f"{_ci(b)}; gap {gap:+.2f}: {verdict}.")
+
+
+def _effect(causal: pd.DataFrame, observation: str, subgroup: str, what: str) -> str | None:
+    hit = causal[(causal["observation"] == observation) & (causal["subgroup"] == subgroup)]
+    if hit.empty:
+        return None
+    row = hit.iloc[0]
+    numbers = (f"{row['logit_change_mean']:+.2f} ({row['low']:+.2f} to {row['high']:+.2f}, "
+               f"n={row['n']})")
+    if row["high"] < 0:
+        verdict = f"the drain raises the {observation} logit: the model uses it"
+    elif row["low"] > 0:
+        verdict = f"the drain lowers the {observation} logit"
+    else:
+        verdict = "the interval includes 0: no effect these data support"
+    return f"Causal test, {what}: {observation} logit change {numbers}: {verdict}."
+
+
+#: The fewest images behind a rank correlation the insights name a method by.
+MIN_REVEAL_IMAGES = 10
+
+
+def _reveal(reveal: pd.DataFrame, effect_shown: bool) -> str | None:
+    if reveal.empty:
+        return None
+    chance = reveal.loc[reveal["method"] == RANDOM, "share_confounder"]
+    chance_text = f"the random map puts {chance.iloc[0]:.1%} on it" if len(chance) else ""
+    scored = reveal[reveal["method"] != RANDOM]
+    has_share = scored["share_confounder"].notna().any()
+    top = scored.loc[scored["share_confounder"].idxmax()] if has_share else None
+    share_text = (f"{top['method']} puts the most positive relevance on the drain "
+                  f"({top['share_confounder']:.1%})" if top is not None else "every map is blank")
+    if not effect_shown:
+        return (f"Which explanation reveals it: no causal effect is shown, so there is no shortcut "
+                f"to reveal; {share_text}; {chance_text}.")
+    usable = scored[np.isfinite(scored["spearman_with_effect"])
+                    & (scored["n"] >= MIN_REVEAL_IMAGES)]
+    if usable.empty:
+        return (f"Which explanation reveals it: {share_text}; {chance_text}; too few images "
+                f"(fewer than {MIN_REVEAL_IMAGES}) for a rank correlation with the effect.")
+    best = usable.loc[usable["spearman_with_effect"].idxmax()]
+    return (f"Which explanation reveals it: {share_text}; {chance_text}; the share of "
+            f"{best['method']} follows the causal effect best (Spearman "
+            f"{best['spearman_with_effect']:+.2f} over {best['n']} images; no interval: "
+            f"descriptive).")
+
+
+def shortcut_insights(strata: pd.DataFrame, causal: pd.DataFrame, reveal: pd.DataFrame,
+                      observation: str = "Pneumothorax") -> list[str]:
+    """The key insights of notebook 07, from its three tables."""
+    from chexlib.shortcut.lab import ADDED
+
+    effects = [_effect(causal, observation, SUBGROUPS[0], "drain removed from positives"),
+               _effect(causal, observation, SUBGROUPS[2], "drain removed from negatives"),
+               _effect(causal, observation, ADDED, "drain put into positives without one")]
+    shown = any(line is not None and "the model uses it" in line for line in effects)
+    lines = [_stratification(strata, observation), *effects, _reveal(reveal, shown)]
+    return [line for line in lines if line]
