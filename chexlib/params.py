@@ -93,8 +93,10 @@ SCHEMA: dict[str, Param] = {
                          (".pt", ".pth")) else "expected auto, imagenet, none or a .pt/.pth file"),
     "retrain": Param(bool, False, "train again even if the run folder holds a finished run"),
     "pos_weight": Param(bool, False, "weight positives by negatives/positives in the loss"),
-    "lr_schedule": Param(str, "none", "learning-rate schedule on validation AUROC",
-                         choices=("none", "plateau")),
+    "lr_schedule": Param(str, "none", "learning-rate schedule: none, plateau (x0.1 when the "
+                         "validation AUROC stalls) or cosine (5 % linear warm-up to lr, then a "
+                         "half-cosine to 0 over the run's steps)",
+                         choices=("none", "plateau", "cosine")),
     "early_stopping": Param(int, 0, "stop after this many epochs without improvement (0: off)",
                             low=0, high=1000),
     "checkpoint_every": Param(int, 0, "also save the resume point every N steps (0: per epoch)",
@@ -127,6 +129,8 @@ SCHEMA: dict[str, Param] = {
                             low=1, high=100_000),
     "perturbation_fill": Param(str, "blur", "what replaces removed regions: blur, noisy_linear, "
                                "mean or zero", choices=("blur", "noisy_linear", "mean", "zero")),
+    "control_run": Param(str, "", "shortcut lab: run folder of a control run (phantom_drain_rate "
+                         "0) whose causal table notebook 07 compares with; empty: none"),
     "n_explain": Param(int, 32, "reported images whose maps are stored for browsing",
                        low=1, high=1_000_000),
 }

@@ -43,7 +43,7 @@ def resolve_path(value: str, root: Path) -> Path:
 def absolute_paths(params: dict[str, Any], root: Path) -> dict[str, Any]:
     """A copy of ``params`` whose path parameters are absolute (relative ones resolve at ``root``)."""
     out = dict(params)
-    for name in ("data_root", "run_dir", "cache_dir", "weights"):
+    for name in ("data_root", "run_dir", "cache_dir", "weights", "control_run"):
         value = out[name]
         if value and not (name == "weights" and value in ("auto", "imagenet", "none")):
             out[name] = str(resolve_path(value, root))

@@ -133,6 +133,77 @@ def test_shares_and_reveal_table_against_hand_and_scipy():
     rho = stats.spearmanr([0.75, 0.5, 1 / 16], [3.0, 1.0, 0.5]).statistic
     assert table["spearman_with_effect"] == pytest.approx(rho)
     assert table["share_confounder"] == pytest.approx(np.mean([0.75, 0.5, 1 / 16]))
+    assert table["n_finding"] == 3 and table["share_finding"] == pytest.approx(
+        np.mean([0.25, 0.5, 1 / 16]))
     flat = pd.DataFrame({"share_confounder": [0.1] * 4, "share_finding": [0.0] * 4,
                          "blank": [False] * 4})
     assert np.isnan(reveal_table({"flat": flat}, effects).iloc[0]["spearman_with_effect"])
+
+
+def _causal_rows(mean, low, high):
+    return pd.DataFrame([("Pneumothorax", SUBGROUPS[0], 9, mean, low, high)],
+                        columns=["observation", "subgroup", "n", "logit_change_mean", "low",
+                                 "high"])
+
+
+def _insights(causal, **kwargs):
+    from chexlib.shortcut.insights import shortcut_insights
+
+    strata = pd.DataFrame({"observation": "Pneumothorax", "subgroup": list(SUBGROUPS[:2]),
+                           "n": [9, 17], "auroc": [0.99, 0.83], "auroc_low": [0.98, 0.73],
+                           "auroc_high": [1.0, 0.91]})
+    return shortcut_insights(strata, causal, pd.DataFrame(), **kwargs)
+
+
+def test_insights_claim_a_learned_shortcut_only_against_a_control():
+    # A response to the drain (interval below 0) is a response, not a learned shortcut, until a
+    # control model that never saw a drain responds less, intervals apart.
+    here = _causal_rows(-3.5, -4.1, -3.0)
+    alone = _insights(here, train_drain_rate=0.8)
+    assert "intervals apart" in alone[0] and "responds to it" in alone[1]
+    assert "not tested" in alone[2] and "learned the drain" not in " ".join(alone)
+    learned = _insights(here, train_drain_rate=0.8, control_causal=_causal_rows(-0.8, -1.0, -0.6))
+    assert "learned the drain as a shortcut" in learned[2]
+    overlapping = _insights(here, train_drain_rate=0.8,
+                            control_causal=_causal_rows(-3.2, -3.6, -2.5))
+    assert "a learned shortcut is not shown" in overlapping[2]
+    control = _insights(_causal_rows(-0.8, -1.0, -0.6), train_drain_rate=0.0)
+    assert "this run is the control" in control[2]
+    none = _insights(_causal_rows(-0.1, -0.5, 0.3), train_drain_rate=0.8)
+    assert "no effect these data support" in none[1]
+
+
+def test_control_causal_names_the_missing_table(tmp_path):
+    from chexlib.errors import MissingFileError
+    from chexlib.shortcut.lab import control_causal
+
+    assert control_causal("") is None
+    with pytest.raises(MissingFileError, match="07_causal.csv does not exist"):
+        control_causal(tmp_path)
+    (tmp_path / "tables").mkdir()
+    _causal_rows(-0.8, -1.0, -0.6).to_csv(tmp_path / "tables" / "07_causal.csv", index=False)
+    assert control_causal(tmp_path)["logit_change_mean"].item() == -0.8
+
+
+def test_strongest_case_is_the_most_negative_change():
+    from chexlib.shortcut.lab import strongest_case
+
+    effects = pd.DataFrame({"Pneumothorax": [-0.5, -2.0, 1.0, -2.0]})
+    assert strongest_case(effects) == 1  # ties: the first
+    assert strongest_case(effects.iloc[:0]) is None
+
+
+def test_with_and_without_draws_each_pair_on_one_scale():
+    from chexlib.plots.heatmaps import with_and_without
+
+    image = np.zeros((16, 16))
+    a, b = np.zeros((16, 16)), np.zeros((16, 16))
+    a[2, 2], b[3, 3] = 4.0, 1.0
+    fig = with_and_without(image, image + 0.5, {"m": a, "n": b}, {"m": b, "n": a}, "t",
+                           outline=a > 0)
+    panels = [ax for ax in fig.axes if ax.get_title()]
+    assert [ax.get_title() for ax in panels] == ["m\nwith", "m\nwithout", "n\nwith", "n\nwithout"]
+    limits = [ax.images[-1].get_clim() for ax in panels]
+    assert limits[0] == limits[1] and limits[2] == limits[3]
+    with pytest.raises(Exception, match="must name the same"):
+        with_and_without(image, image, {"m": a}, {"n": a}, "t")

@@ -162,3 +162,30 @@ def test_early_stopping_and_plateau_schedule_follow_validation_auroc(tmp_path, m
                   tmp_path / "lr", device="cpu", progress=False, log=lambda s: None)
     # ReduceLROnPlateau(patience=1) cuts the rate by 10 after the second epoch without gain (4).
     np.testing.assert_allclose(plateau.history["lr"], [1e-3, 1e-3, 1e-3, 1e-3, 1e-4])
+
+
+def test_cosine_schedule_warms_up_then_follows_the_half_cosine(tmp_path):
+    import math
+
+    from chexlib.train.loop import cosine_factor
+
+    # 100 steps, 5 of warm-up: 1/5 .. 5/5, then 0.5 (1 + cos(pi t)) with t = (s - 5) / 95.
+    assert [cosine_factor(s, 100) for s in range(5)] == pytest.approx([0.2, 0.4, 0.6, 0.8, 1.0])
+    for s in (5, 30, 52, 99):
+        assert cosine_factor(s, 100) == pytest.approx(0.5 * (1 + math.cos(math.pi * (s - 5) / 95)))
+    # fit steps it every batch: 20 images in batches of 4 = 5 steps per epoch, 10 in all, one of
+    # warm-up; the rate recorded after each epoch is the one the next step would use.
+    run = _train(tmp_path, "cos", train_config(lr_schedule="cosine"))
+    expected = [1e-3 * 0.5 * (1 + math.cos(math.pi * (s - 1) / 9)) for s in (5, 10)]
+    np.testing.assert_allclose(run.history["lr"], expected, atol=1e-12)
+
+
+@pytest.mark.slow
+def test_resumed_cosine_training_ends_with_the_same_weights(tmp_path):
+    config = train_config(lr_schedule="cosine")
+    full = _train(tmp_path, "full", config)
+    assert _train(tmp_path, "part", config, max_steps=3).status == "interrupted"
+    done = _train(tmp_path, "part", config)
+    assert done.status == "resumed"
+    a, b = _weights(full.last_path), _weights(done.last_path)
+    assert all(torch.equal(a[k], b[k]) for k in a)

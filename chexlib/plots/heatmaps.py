@@ -35,7 +35,7 @@ from chexlib.plots.heatmap_arrays import (
 )
 
 __all__ = ["class_title", "grid_classes", "grid_images", "grid_methods", "overlay",
-           "rgb_heatmap", "symmetric_limit"]
+           "rgb_heatmap", "symmetric_limit", "with_and_without"]
 
 OUTLINE_COLOUR = "lime"  # distinct from the red/blue/white of the diverging maps
 _OUTCOME_CODES = ("TP", "FP", "FN", "TN")
@@ -252,6 +252,44 @@ def grid_methods(image, maps_by_method: Mapping[str, object], class_name: str,
     _draw_panels(fig, axes, [image] * len(names), maps, names, limits, scale,
                  [outline] * len(names), alpha, cmap)
     fig.suptitle(class_name)
+    return fig
+
+
+def with_and_without(image_with, image_without, maps_with: Mapping[str, object],
+                     maps_without: Mapping[str, object], title: str, outline=None,
+                     pairs_per_row: int = 4, alpha: float = 0.5, cmap: str | Colormap = "bwr",
+                     percentile: float = 99.5) -> plt.Figure:
+    """Each method's map of one image with the confounder, beside its map of the image without.
+
+    A method's two panels share one colour limit (the larger of the two), so that relevance
+    leaving the confounder shows as a change of colour; methods differ in scale and each gets its
+    own. Panels come in pairs, ``pairs_per_row`` methods per row, each over its own radiograph.
+
+    Parameters
+    ----------
+    image_with, image_without : ndarray or Tensor
+        The same radiograph with and without the confounder (see :func:`grayscale`).
+    maps_with, maps_without : dict of method name -> ndarray [H, W]
+        The same methods' maps of each.
+    outline : bool mask [H, W], optional
+        The confounder's ground truth, drawn on every panel.
+    """
+    names = list(maps_with)
+    if not names or set(names) != set(maps_without):
+        raise ParameterError(f"with_and_without: maps_with {names} and maps_without "
+                             f"{list(maps_without)} must name the same, non-empty methods")
+    images, maps, titles, limits = [], [], [], []
+    for name in names:
+        pair = [heatmap_2d(maps_with[name]), heatmap_2d(maps_without[name])]
+        limit = max(float(symmetric_limit(m, "per_map", percentile)) for m in pair)
+        images += [image_with, image_without]
+        maps += pair
+        titles += [f"{name}\nwith", f"{name}\nwithout"]
+        limits += [limit, limit]
+    fig, axes = _panel_grid(len(maps), 2 * pairs_per_row, panel=2.6)
+    _draw_panels(fig, axes, images, maps, titles, np.asarray(limits), "per_map",
+                 [outline] * len(maps), alpha, cmap)
+    fig.suptitle(title)
     return fig
 
 

@@ -4,6 +4,12 @@ A difference between subgroups is claimed when their AUROC intervals do not over
 of the drain when its interval excludes 0; otherwise the sentence says that the data do not show
 one, with the numbers and the n behind them. The rank correlations of the reveal table have no
 interval and are reported as descriptions, beside the random map's share (the chance level).
+
+A logit that moves when the drain is removed shows that the model *responds* to the drain's
+pixels, not that it *learned* the drain from its training labels: a model that never saw a drain
+responds too (an opaque tube over the lung edge looks like a pleural line). "Learned" is claimed
+only against a control run (``phantom_drain_rate`` 0): when the effect on the positives with a
+drain is larger than the control's, intervals apart.
 """
 
 from __future__ import annotations
@@ -48,7 +54,7 @@ def _effect(causal: pd.DataFrame, observation: str, subgroup: str, what: str) ->
     numbers = (f"{row['logit_change_mean']:+.2f} ({row['low']:+.2f} to {row['high']:+.2f}, "
                f"n={row['n']})")
     if row["high"] < 0:
-        verdict = f"the drain raises the {observation} logit: the model uses it"
+        verdict = f"the drain raises the {observation} logit: the model responds to it"
     elif row["low"] > 0:
         verdict = f"the drain lowers the {observation} logit"
     else:
@@ -85,14 +91,61 @@ def _reveal(reveal: pd.DataFrame, effect_shown: bool) -> str | None:
             f"descriptive).")
 
 
+def _removed_row(causal: pd.DataFrame | None, observation: str):
+    if causal is None:
+        return None
+    hit = causal[(causal["observation"] == observation) & (causal["subgroup"] == SUBGROUPS[0])]
+    return None if hit.empty else hit.iloc[0]
+
+
+def _learned(causal: pd.DataFrame, control: pd.DataFrame | None, observation: str,
+             train_drain_rate: float | None) -> str | None:
+    row = _removed_row(causal, observation)
+    if row is None:
+        return None
+    if train_drain_rate == 0:
+        return ("Learned or not: this run is the control (phantom_drain_rate 0, no drain in "
+                "training): any response to the drain here is to its pixels, not a shortcut "
+                "learned from the labels.")
+    base = _removed_row(control, observation)
+    if base is None:
+        return ("Learned or not: not tested; a model that never saw a drain may respond to it "
+                "too. Rerun with phantom_drain_rate 0 and pass that run folder as control_run.")
+    numbers = (f"{row['logit_change_mean']:+.2f} ({row['low']:+.2f} to {row['high']:+.2f}) here, "
+               f"{base['logit_change_mean']:+.2f} ({base['low']:+.2f} to {base['high']:+.2f}) in "
+               f"the control")
+    if row["high"] < base["low"]:
+        verdict = ("removing the drain lowers the logit more than in the control (intervals "
+                   "apart): the model learned the drain as a shortcut")
+    else:
+        verdict = "the intervals are not apart: a learned shortcut is not shown"
+    return f"Learned or not, {observation} positives with a drain: {numbers}: {verdict}."
+
+
 def shortcut_insights(strata: pd.DataFrame, causal: pd.DataFrame, reveal: pd.DataFrame,
-                      observation: str = "Pneumothorax") -> list[str]:
-    """The key insights of notebook 07, from its three tables."""
+                      observation: str = "Pneumothorax", train_drain_rate: float | None = None,
+                      control_causal: pd.DataFrame | None = None) -> list[str]:
+    """The key insights of notebook 07, from its three tables.
+
+    Parameters
+    ----------
+    strata, causal, reveal : DataFrame
+        ``tables/07_strata.csv``, ``07_causal.csv`` and ``07_reveal.csv`` of the run.
+    observation : str
+        The finding the drain confounds.
+    train_drain_rate : float, optional
+        The run's ``phantom_drain_rate``: 0 marks the run as the control.
+    control_causal : DataFrame, optional
+        ``tables/07_causal.csv`` of a control run (``phantom_drain_rate`` 0): only against it is
+        a learned shortcut claimed.
+    """
     from chexlib.shortcut.lab import ADDED
 
     effects = [_effect(causal, observation, SUBGROUPS[0], "drain removed from positives"),
                _effect(causal, observation, SUBGROUPS[2], "drain removed from negatives"),
                _effect(causal, observation, ADDED, "drain put into positives without one")]
-    shown = any(line is not None and "the model uses it" in line for line in effects)
-    lines = [_stratification(strata, observation), *effects, _reveal(reveal, shown)]
+    shown = any(line is not None and "responds to it" in line for line in effects)
+    lines = [_stratification(strata, observation), *effects,
+             _learned(causal, control_causal, observation, train_drain_rate),
+             _reveal(reveal, shown)]
     return [line for line in lines if line]

@@ -21,7 +21,7 @@ from torch import nn
 from chexlib.data.dataset import normalize
 from chexlib.data.images import square_grayscale
 from chexlib.data.labels import patient_ids
-from chexlib.errors import PhantomError
+from chexlib.errors import MissingFileError, PhantomError
 from chexlib.explain.dispatch import explain
 from chexlib.masks import resize_mask
 from chexlib.methods import BASELINES
@@ -31,8 +31,8 @@ from chexlib.phantom.counterfactual import image_specs, render_stored
 from chexlib.shortcut.causal import logit_changes
 from chexlib.shortcut.subgroups import SUBGROUPS, drain_subgroups
 
-__all__ = ["ADDED", "case_maps", "counterfactual_images", "drain_cases", "drain_effects",
-           "reported_patients", "reported_subgroups"]
+__all__ = ["ADDED", "case_maps", "control_causal", "counterfactual_images", "drain_cases",
+           "drain_effects", "reported_patients", "reported_subgroups", "strongest_case"]
 
 #: The subgroup name of positive images without a drain that had one put in.
 ADDED = "finding without drain (drain added)"
@@ -173,3 +173,31 @@ def case_maps(model: nn.Module, images: torch.Tensor, methods, observation: str,
         out[method] = (torch.cat(parts).numpy().astype(np.float32) if parts
                        else np.zeros((0, size, size), np.float32))
     return out
+
+
+def strongest_case(effects: pd.DataFrame, observation: str = "Pneumothorax") -> int | None:
+    """The case whose ``observation`` logit the drain raises most (most negative change).
+
+    Ties go to the first case; ``None`` when there is no case (the gallery has nothing to show).
+    """
+    if not len(effects):
+        return None
+    return int(np.argmin(effects[observation].to_numpy()))
+
+
+def control_causal(control_run: str | Path | None) -> pd.DataFrame | None:
+    """``tables/07_causal.csv`` of a control run (``phantom_drain_rate`` 0), or ``None``.
+
+    Raises
+    ------
+    MissingFileError
+        ``control_run`` is given but holds no causal table (notebook 07 has not run there).
+    """
+    if not control_run:
+        return None
+    path = Path(control_run) / "tables" / "07_causal.csv"
+    if not path.is_file():
+        raise MissingFileError(f"control_run {control_run}: {path} does not exist; expected the "
+                               "run folder of a control run (phantom_drain_rate 0) that ran "
+                               "notebook 07")
+    return pd.read_csv(path)

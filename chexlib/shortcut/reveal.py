@@ -21,7 +21,7 @@ from chexlib.heatmap_quality.localisation import blank_maps, relevance_mass_accu
 __all__ = ["REVEAL_COLUMNS", "confounder_shares", "reveal_table"]
 
 #: Columns of :func:`reveal_table` (and of ``tables/07_reveal.csv``).
-REVEAL_COLUMNS = ("method", "n", "blank_rate", "share_confounder", "share_finding",
+REVEAL_COLUMNS = ("method", "n", "blank_rate", "share_confounder", "n_finding", "share_finding",
                   "spearman_with_effect")
 
 
@@ -61,9 +61,12 @@ def reveal_table(shares: Mapping[str, pd.DataFrame], effects) -> pd.DataFrame:
     Returns
     -------
     DataFrame
-        :data:`REVEAL_COLUMNS`. ``n`` counts the images with a non-blank map; the Spearman
-        correlation (average ranks, scipy's) is over them, NaN with fewer than 3 or constant
-        values.
+        :data:`REVEAL_COLUMNS`. ``n`` counts the images with a non-blank map (and an effect):
+        ``share_confounder`` is their mean and the Spearman correlation (average ranks, scipy's)
+        is over them, NaN with fewer than 3 or constant values. ``share_finding`` has another
+        denominator, ``n_finding``: the images among them that also carry the finding (a drain
+        without pneumothorax has no finding to put relevance on). ``blank_rate`` is over all
+        images.
     """
     effect = np.asarray(effects, float)
     rows = []
@@ -76,7 +79,9 @@ def reveal_table(shares: Mapping[str, pd.DataFrame], effects) -> pd.DataFrame:
         rho = np.nan
         if usable.sum() >= 3 and np.ptp(share[usable]) > 0 and np.ptp(effect[usable]) > 0:
             rho = float(stats.spearmanr(share[usable], effect[usable]).statistic)
+        finding = table["share_finding"].to_numpy(float)
         rows.append((method, int(usable.sum()), float(table["blank"].mean()),
                      float(np.nanmean(share)) if np.isfinite(share).any() else np.nan,
-                     float(table["share_finding"].mean()), rho))
+                     int(np.isfinite(finding).sum()),
+                     float(np.nanmean(finding)) if np.isfinite(finding).any() else np.nan, rho))
     return pd.DataFrame(rows, columns=list(REVEAL_COLUMNS))
