@@ -14,6 +14,7 @@ reports instead of assuming it.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import platform
 import subprocess
@@ -27,7 +28,8 @@ from chexlib.errors import ParameterError
 from chexlib.params import SCHEMA
 
 __all__ = ["PRECISIONS", "amp_dtype", "autocast_name", "channels_last", "cpu_has_native_bf16",
-           "cpuinfo_has_bf16", "is_channels_last", "select_device", "to_device"]
+           "cpuinfo_has_bf16", "inference_format", "is_channels_last", "select_device",
+           "to_device"]
 
 #: CPU feature flags (``/proc/cpuinfo``) that mean native bfloat16 arithmetic.
 BF16_FLAGS: frozenset[str] = frozenset({"avx512_bf16", "amx_bf16", "bf16"})
@@ -148,3 +150,24 @@ def to_device(images: torch.Tensor, device: torch.device,
     if memory_format is not None:
         images = images.contiguous(memory_format=memory_format)
     return images
+
+
+@contextlib.contextmanager
+def inference_format(model: nn.Module, device: torch.device, precision: str = "auto"):
+    """Run ``model`` for inference in the autocast dtype and memory format of ``precision``.
+
+    Yields ``(amp, memory_format)``: the autocast dtype (None: float32) to wrap the forward passes
+    in, and the memory format to give their input batches (None: as they are). On the CPU a
+    model converted to channels-last here is converted back on exit, so the caller's model
+    comes back as it was given (the explanations that follow need it NCHW and float32).
+    """
+    amp = amp_dtype(device, precision)
+    memory_format = torch.channels_last if channels_last(device, amp) else None
+    restore = memory_format is not None and device.type == "cpu" and not is_channels_last(model)
+    if restore:
+        model.to(memory_format=memory_format)
+    try:
+        yield amp, memory_format
+    finally:
+        if restore:
+            model.to(memory_format=torch.contiguous_format)

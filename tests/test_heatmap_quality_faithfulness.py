@@ -375,3 +375,57 @@ def test_morf_curve_agrees_with_quantus_pixel_flipping(patch, regions_per_step):
                     device="cpu")
     np.testing.assert_allclose(ours[:, 1:], np.asarray(theirs), rtol=0, atol=1e-5)
     assert np.ptp(ours[:, 1:]) > 0.1  # the curves move
+
+
+class ConvSums(nn.Module):
+    """A 3x3 convolution that copies its input (centre tap 1, zero padding) then
+    :class:`SquareSums`: autocast applies to the convolution, so its output dtype shows the
+    precision the forward pass ran in."""
+
+    num_classes = len(SQUARES)
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 3, padding=1, bias=False)
+        with torch.no_grad():
+            self.conv.weight.zero_()
+            self.conv.weight[:, :, 1, 1] = torch.eye(3)
+        self.sums = SquareSums()
+        self.seen = []
+
+    def forward(self, x):
+        y = self.conv(x)
+        self.seen.append((y.dtype, x.is_contiguous(memory_format=torch.channels_last)))
+        return self.sums(y.float())
+
+
+def test_precision_runs_the_forward_passes_in_bf16_channels_last_and_restores_the_model():
+    # The curves measure the model's predictions, so a run passes its precision: bf16 autocast
+    # and channels-last here (forced: the same on CPUs with and without native bf16), float32
+    # NCHW by default. The bf16 curve equals the analytic float32 one to bf16's 8 mantissa bits.
+    images = toy_images(2)
+    maps = square_maps([0, 1])
+    net = ConvSums().eval()
+    exact = region_perturbation(net, images, maps, [0, 1], patch=PATCH, steps=4, fill="zero")
+    assert {seen for seen in net.seen} == {(torch.float32, False)}
+    net.seen.clear()
+    with pytest.warns(RuntimeWarning) if not _native_bf16() else _nothing():
+        fast = region_perturbation(net, images, maps, [0, 1], patch=PATCH, steps=4, fill="zero",
+                                   precision="bf16")
+    assert {seen for seen in net.seen} == {(torch.bfloat16, True)}
+    for i, k in enumerate([0, 1]):
+        np.testing.assert_allclose(exact[i], analytic_morf_zero(images[i], k, 4), rtol=1e-5)
+    np.testing.assert_allclose(fast, exact, rtol=2 ** -7, atol=1e-6 * np.abs(exact).max())
+    assert net.conv.weight.is_contiguous() and net.conv.weight.dtype == torch.float32
+
+
+def _native_bf16() -> bool:
+    from chexlib.device import cpu_has_native_bf16
+
+    return cpu_has_native_bf16()
+
+
+def _nothing():
+    import contextlib
+
+    return contextlib.nullcontext()

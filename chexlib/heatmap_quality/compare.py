@@ -232,8 +232,9 @@ def faithfulness_curves(model: nn.Module, reported, subset: pd.DataFrame,
                         maps: dict[str, np.ndarray], methods: Sequence[str],
                         orders: Sequence[str] = ("morf", "lerf"), fill: str = "blur",
                         patch: int = 8, steps: int = 16, batch_size: int = 64,
-                        device: str | torch.device = "cpu",
-                        seed: int = 0) -> tuple[dict[tuple[str, str], np.ndarray], pd.DataFrame]:
+                        device: str | torch.device = "cpu", seed: int = 0,
+                        precision: str = "fp32") -> tuple[dict[tuple[str, str], np.ndarray],
+                                                          pd.DataFrame]:
     """Region-perturbation curves and AOPC of every method and order on the ``subset`` pairs.
 
     Parameters
@@ -247,8 +248,9 @@ def faithfulness_curves(model: nn.Module, reported, subset: pd.DataFrame,
     methods, orders : sequences of str
         Methods (outer loop) and removal orders (inner loop; see
         :func:`~chexlib.heatmap_quality.faithfulness.region_perturbation`).
-    fill, patch, steps, batch_size, seed
-        As in :func:`~chexlib.heatmap_quality.faithfulness.region_perturbation`.
+    fill, patch, steps, batch_size, seed, precision
+        As in :func:`~chexlib.heatmap_quality.faithfulness.region_perturbation` (notebook 06
+        passes the run's ``precision``: the curves use the arithmetic of its predictions).
 
     Returns
     -------
@@ -264,7 +266,8 @@ def faithfulness_curves(model: nn.Module, reported, subset: pd.DataFrame,
         for order in orders:
             c = faithfulness.region_perturbation(model, images, maps[name][subset.index], classes,
                                                  order=order, patch=patch, steps=steps, fill=fill,
-                                                 batch_size=batch_size, seed=seed)
+                                                 batch_size=batch_size, seed=seed,
+                                                 precision=precision)
             curves[name, order] = c
             rows.append(subset.assign(method=name, order=order, aopc=faithfulness.aopc(c)))
     return curves, pd.concat(rows, ignore_index=True)

@@ -23,6 +23,7 @@ from scipy import sparse
 from scipy.sparse.linalg import splu
 from torch import nn
 
+from chexlib.device import inference_format
 from chexlib.errors import ParameterError
 from chexlib.heatmap_quality.localisation import as_map_batch
 from chexlib.explain.inputs import check_images, class_indices, device_dtype, num_outputs
@@ -264,7 +265,7 @@ def _check_classes(classes: Any, count: int, model: nn.Module) -> list[int]:
 def region_perturbation(model: nn.Module, images: torch.Tensor, maps: Any,
                         classes: Sequence[int | str], order: str = "morf", patch: int = 8,
                         steps: int = 16, fill: str = "blur", batch_size: int = 32,
-                        seed: int = 0) -> np.ndarray:
+                        seed: int = 0, precision: str = "fp32") -> np.ndarray:
     """Region-perturbation curves: each image's own-class logit as its regions are removed.
 
     The image is cut into non-overlapping ``patch`` x ``patch`` regions (R in all), ranked by the
@@ -316,6 +317,11 @@ def region_perturbation(model: nn.Module, images: torch.Tensor, maps: Any,
     seed : int
         Seeds the random order (also the tie-break of ``"morf"`` and ``"lerf"``) and the noise of
         ``"noisy_linear"``.
+    precision : {"fp32", "auto", "bf16", "fp16"}
+        The forward passes' precision (:func:`chexlib.device.amp_dtype`). The curves measure the
+        model's *predictions*, so a run passes its ``precision`` parameter and they use the
+        arithmetic its predictions use (bf16 + channels-last on a CPU with native bf16: about
+        twice as fast); the maps and the perturbed images stay float32. ``fp32`` by default.
 
     Returns
     -------
@@ -344,9 +350,10 @@ def region_perturbation(model: nn.Module, images: torch.Tensor, maps: Any,
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad():
-            logits = torch.cat([plan.logits(model, start, batch_size)
-                                for start in range(0, plan.total, batch_size)])
+        with torch.no_grad(), inference_format(model, device, precision) as (amp, memory_format):
+            with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+                logits = torch.cat([plan.logits(model, start, batch_size, memory_format)
+                                    for start in range(0, plan.total, batch_size)])
     finally:
         model.train(was_training)
     return logits.reshape(len(images), steps + 1).cpu().numpy().astype(np.float64)
@@ -379,9 +386,12 @@ class _Plan:
         filled = _fill_for(self.fill, static, noise, self.images[image], removed)
         return torch.where(removed[:, None], filled, self.images[image]), image
 
-    def logits(self, model: nn.Module, start: int, batch_size: int) -> torch.Tensor:
+    def logits(self, model: nn.Module, start: int, batch_size: int,
+               memory_format: torch.memory_format | None = None) -> torch.Tensor:
         batch, image = self.perturbed(start, min(start + batch_size, self.total))
-        out = model(batch)
+        if memory_format is not None:
+            batch = batch.contiguous(memory_format=memory_format)
+        out = model(batch).float()
         if out.ndim != 2 or int(self.targets.max()) >= out.shape[1]:
             raise ParameterError(
                 f"classes: index {int(self.targets.max())} is beyond the model's output of shape "

@@ -1,7 +1,8 @@
 """Notebook 07's computed key insights: each claims only what its interval supports.
 
-A difference between subgroups is claimed when their AUROC intervals do not overlap; an effect
-of the drain when its interval excludes 0; otherwise the sentence says that the data do not show
+A difference between subgroups is claimed when the paired interval of their AUROC gap excludes 0
+(the two AUROCs share their negatives; a table without the paired row: when their intervals do
+not overlap); an effect of the drain when its interval excludes 0; otherwise the sentence says that the data do not show
 one, with the numbers and the n behind them. The rank correlations of the reveal table have no
 interval and are reported as descriptions, beside the random map's share (the chance level).
 
@@ -18,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from chexlib.methods import RANDOM
+from chexlib.shortcut.strata import GAP
 from chexlib.shortcut.subgroups import SUBGROUPS
 
 __all__ = ["shortcut_insights"]
@@ -35,15 +37,21 @@ def _stratification(strata: pd.DataFrame, observation: str) -> str:
         return (f"Hidden stratification: not measurable here: the reported images hold no "
                 f"{' and no '.join(absent)}.")
     a, b = rows.loc[SUBGROUPS[0]], rows.loc[SUBGROUPS[1]]
-    gap = a["auroc"] - b["auroc"]
-    if np.isfinite(gap) and a["auroc_low"] > b["auroc_high"]:
-        verdict = "the model is better on the cases with a drain (intervals apart)"
-    elif np.isfinite(gap) and b["auroc_low"] > a["auroc_high"]:
-        verdict = "the model is better on the cases without a drain (intervals apart)"
+    if GAP in rows.index:  # the paired interval of the difference (shared negatives)
+        gap, low, high = rows.loc[GAP, ["auroc", "auroc_low", "auroc_high"]]
+        interval, what = f" ({low:+.2f} to {high:+.2f}, paired patient bootstrap)", "interval"
+    else:  # a table without the paired row: the two intervals
+        gap, low, high = a["auroc"] - b["auroc"], a["auroc_low"] - b["auroc_high"], \
+            a["auroc_high"] - b["auroc_low"]
+        interval, what = "", "intervals"
+    if np.isfinite(gap) and low > 0:
+        verdict = f"the model is better on the cases with a drain (the {what} exclude 0)"
+    elif np.isfinite(gap) and high < 0:
+        verdict = f"the model is better on the cases without a drain (the {what} exclude 0)"
     else:
-        verdict = "the intervals overlap: no difference these data support"
+        verdict = f"the {what} include 0: no difference these data support"
     return (f"Hidden stratification, {observation}: AUROC with a drain {_ci(a)}, without "
-            f"{_ci(b)}; gap {gap:+.2f}: {verdict}.")
+            f"{_ci(b)}; gap {gap:+.2f}{interval}: {verdict}.")
 
 
 def _effect(causal: pd.DataFrame, observation: str, subgroup: str, what: str) -> str | None:

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from chexlib.device import amp_dtype, channels_last, is_channels_last, to_device
+from chexlib.device import inference_format, to_device
 from chexlib.progress import progress_bar
 from chexlib.train.out_of_memory import _out_of_memory
 
@@ -32,19 +32,9 @@ def predict(model: nn.Module, dataset: Dataset, batch_size: int = 64,
     """
     device = torch.device(device)
     model.eval().to(device)
-    amp = amp_dtype(device, precision)
-    fast_format = torch.channels_last if channels_last(device, amp) else None
-    # Convert for the run and restore afterwards only on the CPU, and only what was converted
-    # here: the caller's model comes back as it was given.
-    restore = fast_format is not None and device.type == "cpu" and not is_channels_last(model)
-    if restore:
-        model.to(memory_format=fast_format)
-    try:
+    with inference_format(model, device, precision) as (amp, fast_format):
         logits = _logits(model, dataset, batch_size, device, num_workers, progress, precision,
                          amp, fast_format)
-    finally:
-        if restore:
-            model.to(memory_format=torch.contiguous_format)
     return logits, 1.0 / (1.0 + np.exp(-logits))
 
 
