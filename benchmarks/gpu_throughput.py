@@ -151,8 +151,10 @@ def main(argv: list[str] | None = None) -> int:
         report["train_amp_channels_last"] = fast | {"dtype": str(amp)}
         ratio = fast["images_per_s"] / base["images_per_s"]
         report["train_speedup"] = ratio
+        # Peak memory is measured on CUDA only (None on a CPU with native bf16).
+        memory = f", peak {fast['peak_mib']:.0f} MiB" if fast["peak_mib"] is not None else ""
         print(f"training {amp} + channels-last: {fast['images_per_s']:.1f} images/s "
-              f"({ratio:.2f}x float32), peak {fast['peak_mib']:.0f} MiB")
+              f"({ratio:.2f}x float32){memory}")
         drift = abs(fast["first_loss"] - base["first_loss"]) / abs(base["first_loss"])
         report["amp_loss_drift"] = drift
         if drift > 0.02:
