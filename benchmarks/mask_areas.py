@@ -24,12 +24,16 @@ from chexlib.masks.chexlocalize import load_mask_file
 
 def mask_areas(root: Path, split: str) -> pd.DataFrame:
     """Per observation: masks (n) and their mean area fraction."""
+    path = root / "masks" / f"{split}_findings.json"
+    if not path.is_file():
+        raise SystemExit(f"{path} does not exist: expected a phantom data folder (with "
+                         f"masks/{split}_findings.json), e.g. data/phantom")
     fractions: dict[str, list[float]] = {}
     for per_image in load_mask_file(root, split, "findings").values():
         for name, mask in per_image.items():
             fractions.setdefault(name, []).append(float(np.mean(mask)))
-    return pd.DataFrame([(name, len(v), float(np.mean(v))) for name, v in sorted(fractions.items())],
-                        columns=["observation", "n", "mean_area"]).set_index("observation")
+    rows = [(name, len(v), float(np.mean(v))) for name, v in sorted(fractions.items())]
+    return pd.DataFrame(rows, columns=["observation", "n", "mean_area"]).set_index("observation")
 
 
 def main(argv=None) -> int:

@@ -197,7 +197,7 @@ def test_insights_claim_a_learned_shortcut_only_against_a_control():
     # control model that never saw a drain responds less, intervals apart.
     here = _causal_rows(-3.5, -4.1, -3.0)
     alone = _insights(here, train_drain_rate=0.8)
-    assert "intervals exclude 0" in alone[0] and "responds to it" in alone[1]
+    assert "(intervals apart)" in alone[0] and "responds to it" in alone[1]
     assert "not tested" in alone[2] and "learned the drain" not in " ".join(alone)
     learned = _insights(here, train_drain_rate=0.8, control_causal=_causal_rows(-0.8, -1.0, -0.6))
     assert "learned the drain as a shortcut" in learned[2]
@@ -208,6 +208,24 @@ def test_insights_claim_a_learned_shortcut_only_against_a_control():
     assert "this run is the control" in control[2]
     none = _insights(_causal_rows(-0.1, -0.5, 0.3), train_drain_rate=0.8)
     assert "no effect these data support" in none[1]
+
+
+def test_stratification_insight_reads_the_paired_gap_row_when_there_is_one():
+    from chexlib.shortcut.insights import shortcut_insights
+    from chexlib.shortcut.strata import GAP
+
+    # Separate intervals apart (0.98-1.00 vs 0.73-0.91), but the paired interval of the gap is
+    # what decides: it includes 0 in the first table and excludes it in the second.
+    rows = {"observation": "Pneumothorax", "subgroup": [*SUBGROUPS[:2], GAP], "n": [9, 17, 26],
+            "auroc": [0.99, 0.83, 0.16], "auroc_low": [0.98, 0.73, -0.01],
+            "auroc_high": [1.0, 0.91, 0.3]}
+    causal = _causal_rows(-0.1, -0.5, 0.3)
+    line = shortcut_insights(pd.DataFrame(rows), causal, pd.DataFrame())[0]
+    assert "gap +0.160 (-0.010 to +0.300, paired patient bootstrap)" in line
+    assert "the paired interval includes 0: no difference" in line
+    rows["auroc_low"][2] = 0.02
+    line = shortcut_insights(pd.DataFrame(rows), causal, pd.DataFrame())[0]
+    assert "better on the cases with a drain (the paired interval excludes 0)" in line
 
 
 def test_control_causal_names_the_missing_table(tmp_path):

@@ -1,16 +1,18 @@
 """Notebook 07's computed key insights: each claims only what its interval supports.
 
 A difference between subgroups is claimed when the paired interval of their AUROC gap excludes 0
-(the two AUROCs share their negatives; a table without the paired row: when their intervals do
-not overlap); an effect of the drain when its interval excludes 0; otherwise the sentence says that the data do not show
-one, with the numbers and the n behind them. The rank correlations of the reveal table have no
-interval and are reported as descriptions, beside the random map's share (the chance level).
+(the two AUROCs share their negatives; for a table without the paired row, when their intervals
+are apart); an effect of the drain when its interval excludes 0; otherwise the sentence says that
+the data do not show one, with the numbers and the n behind them. The rank correlations of the
+reveal table have no interval and are reported as descriptions, beside the random map's share
+(the chance level).
 
 A logit that moves when the drain is removed shows that the model *responds* to the drain's
-pixels, not that it *learned* the drain from its training labels: a model that never saw a drain
-responds too (an opaque tube over the lung edge looks like a pleural line). "Learned" is claimed
-only against a control run (``phantom_drain_rate`` 0): when the effect on the positives with a
-drain is larger than the control's, intervals apart.
+pixels, not that it *learned* the drain as pneumothorax evidence from its training labels: a model
+trained without drains on its pneumothoraces may respond too (an opaque tube over the lung edge
+looks like a pleural line). "Learned" is claimed only against a control run
+(``phantom_drain_rate`` 0): when removing the drain lowers the logit of the positives more than in
+the control, intervals apart.
 """
 
 from __future__ import annotations
@@ -39,19 +41,20 @@ def _stratification(strata: pd.DataFrame, observation: str) -> str:
     a, b = rows.loc[SUBGROUPS[0]], rows.loc[SUBGROUPS[1]]
     if GAP in rows.index:  # the paired interval of the difference (shared negatives)
         gap, low, high = rows.loc[GAP, ["auroc", "auroc_low", "auroc_high"]]
-        interval, what = f" ({low:+.2f} to {high:+.2f}, paired patient bootstrap)", "interval"
-    else:  # a table without the paired row: the two intervals
-        gap, low, high = a["auroc"] - b["auroc"], a["auroc_low"] - b["auroc_high"], \
-            a["auroc_high"] - b["auroc_low"]
-        interval, what = "", "intervals"
+        interval = f" ({low:+.3f} to {high:+.3f}, paired patient bootstrap)"
+        apart, overlap = "the paired interval excludes 0", "the paired interval includes 0"
+    else:  # a table without the paired row: the two intervals must be apart
+        gap, low, high = (a["auroc"] - b["auroc"], a["auroc_low"] - b["auroc_high"],
+                          a["auroc_high"] - b["auroc_low"])
+        interval, apart, overlap = "", "intervals apart", "the intervals overlap"
     if np.isfinite(gap) and low > 0:
-        verdict = f"the model is better on the cases with a drain (the {what} exclude 0)"
+        verdict = f"the model is better on the cases with a drain ({apart})"
     elif np.isfinite(gap) and high < 0:
-        verdict = f"the model is better on the cases without a drain (the {what} exclude 0)"
+        verdict = f"the model is better on the cases without a drain ({apart})"
     else:
-        verdict = f"the {what} include 0: no difference these data support"
+        verdict = f"{overlap}: no difference these data support"
     return (f"Hidden stratification, {observation}: AUROC with a drain {_ci(a)}, without "
-            f"{_ci(b)}; gap {gap:+.2f}{interval}: {verdict}.")
+            f"{_ci(b)}; gap {gap:+.3f}{interval}: {verdict}.")
 
 
 def _effect(causal: pd.DataFrame, observation: str, subgroup: str, what: str) -> str | None:
@@ -112,13 +115,15 @@ def _learned(causal: pd.DataFrame, control: pd.DataFrame | None, observation: st
     if row is None:
         return None
     if train_drain_rate == 0:
-        return ("Learned or not: this run is the control (phantom_drain_rate 0, no drain in "
-                "training): any response to the drain here is to its pixels, not a shortcut "
-                "learned from the labels.")
+        return ("Learned or not: this run is the control (phantom_drain_rate 0: no training "
+                "pneumothorax had a drain), so a response here is not the drain-pneumothorax "
+                "shortcut; drains on other training images (phantom_drain_rate_other) can still "
+                "teach the drain as evidence against the finding.")
     base = _removed_row(control, observation)
     if base is None:
-        return ("Learned or not: not tested; a model that never saw a drain may respond to it "
-                "too. Rerun with phantom_drain_rate 0 and pass that run folder as control_run.")
+        return ("Learned or not: not tested; a model trained without drains on its "
+                "pneumothoraces may respond to one too. Rerun with phantom_drain_rate 0 and pass "
+                "that run folder as control_run.")
     numbers = (f"{row['logit_change_mean']:+.2f} ({row['low']:+.2f} to {row['high']:+.2f}) here, "
                f"{base['logit_change_mean']:+.2f} ({base['low']:+.2f} to {base['high']:+.2f}) in "
                f"the control")
