@@ -89,10 +89,10 @@ def _composite() -> Composite:
     return Composite(module_map=module_map)
 
 
-def _shared_maps(net, images):
+def _shared_maps(net, images, keep_outputs=False):
     composite = _composite()
     with composite.context(net) as hooked:
-        shared = shared_module.SharedModifiedForwards(composite)
+        shared = shared_module.SharedModifiedForwards(composite, hooked if keep_outputs else None)
         x = images.clone().requires_grad_(True)
         logits = hooked(x)
         maps = []
@@ -101,7 +101,7 @@ def _shared_maps(net, images):
             seed[:, k] = logits[:, k].detach()  # relevance = the logit, as zennit seeds it below
             (grad,) = torch.autograd.grad(logits, x, seed, retain_graph=k < CLASSES - 1)
             maps.append(grad.sum(1))
-        shared.clear()
+        shared.remove()
     return torch.stack(maps, 1), shared
 
 
@@ -128,8 +128,8 @@ def plans(monkeypatch):
     made: dict[int, dict] = {}
     real = shared_module._plan
 
-    def spy(hook, module, original, shape):
-        plan = real(hook, module, original, shape)
+    def spy(hook, module, original, shape, *kept):
+        plan = real(hook, module, original, shape, *kept)
         made[id(module)] = plan
         return plan
 
@@ -167,6 +167,39 @@ def test_every_structure_matches_zennit_per_class(fresh_verification, plans):
     assert [len(v) for _, v, _ in by_name["grouped"]["groups"]] == [1, 1]  # groups=2: not stacked
     assert "groups" in by_name["squared"] and "factors" not in by_name["squared"]
     assert "groups" not in by_name["head"]                             # zennit's reducer per class
+
+
+@pytest.mark.parametrize("keep_outputs", [False, True])
+def test_skipped_forward_passes_give_zennits_maps(keep_outputs, fresh_verification, monkeypatch):
+    # Convolutions run per layer: the network's own forward, plus the plan's modified forwards.
+    # A variant on an all-zero input (gamma's x- on a ReLU output) is its bias, not a
+    # convolution; with the model given, a variant that is the layer itself (epsilon; gamma's
+    # fifth) takes the kept forward output.
+    net = _network()
+    images = torch.randn(2, 3, 6, 6, generator=torch.Generator().manual_seed(1))
+    runs: dict[int, int] = {}
+    real = nn.Conv2d._conv_forward
+
+    def counted(self, x, weight, bias):
+        runs[id(self)] = runs.get(id(self), 0) + 1
+        return real(self, x, weight, bias)
+
+    _shared_maps(net, images, keep_outputs=keep_outputs)  # first use: checked against zennit
+    assert fresh_verification and all(fresh_verification.values())
+    monkeypatch.setattr(nn.Conv2d, "_conv_forward", counted)
+    fast, shared = _shared_maps(net, images, keep_outputs=keep_outputs)
+    monkeypatch.undo()
+    reference = _zennit_maps(net, images)
+    torch.testing.assert_close(fast, reference, rtol=0, atol=1e-5 * float(reference.abs().max()))
+    assert not shared.handles  # remove() took the output hooks off
+    per_layer = {name: runs.get(id(module), 0) for name, module in net.layers.items()
+                 if isinstance(module, nn.Conv2d)}
+    kept = int(keep_outputs)
+    assert per_layer["rectified"] == 1 + 3 - kept  # gamma, x >= 0: x+ twice, the layer once
+    assert per_layer["grouped"] == 1 + 3 - kept
+    assert per_layer["signed"] == 1 + 5 - kept     # gamma on a signed input: every variant
+    assert per_layer["zplus"] == 1 + 1             # z+ on a ReLU output: x- is zero
+    assert per_layer["first"] == 1 + 1 - kept      # epsilon: the layer itself
 
 
 def test_each_plan_structure_is_verified_on_its_own(fresh_verification):

@@ -111,14 +111,12 @@ def lrp(
     targets = class_targets(classes, len(images), num_outputs(net))
     step = check_batch_size(batch_size, len(images))
     maps, logits = [], []
-    with rules.context(net) as hooked:
-        shared = SharedModifiedForwards(rules) if targets.shape[1] > 1 else None
+    with rules.context(net) as hooked, SharedModifiedForwards(rules, hooked) as shared:
         for chunk, chunk_targets in zip(images.split(step), targets.split(step)):
             chunk_maps, chunk_logits = _relevance(hooked, chunk, chunk_targets)
             maps.append(chunk_maps.to(images.device))
             logits.append(chunk_logits.to(images.device))
-            if shared is not None:
-                shared.clear()  # the next chunk has other activations
+            shared.clear()  # the next chunk has other activations
     relevance = torch.cat(maps)
     return (relevance, torch.cat(logits)) if return_logits else relevance
 

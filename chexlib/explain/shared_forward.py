@@ -68,6 +68,10 @@ class SharedModifiedForwards:
     ----------
     composite : zennit Composite
         Already registered (inside ``composite.context(model)``).
+    model : nn.Module, optional
+        The registered model. Given, each patched layer's forward output is kept too (a forward
+        hook, removed by :meth:`remove` or on leaving a ``with`` block), so that a variant that
+        is the layer itself (the epsilon rule's, gamma's fifth) is not computed a second time.
 
     Attributes
     ----------
@@ -75,30 +79,49 @@ class SharedModifiedForwards:
         How many hooks take the fast path.
     """
 
-    def __init__(self, composite: Composite) -> None:
+    def __init__(self, composite: Composite, model: nn.Module | None = None) -> None:
         self.caches: list[dict] = []
+        self.handles: list = []
         self.patched = 0
         if not zennit_is_tested():
             return
-        for hook in list(getattr(composite, "hook_refs", ())):
-            if isinstance(hook, BasicHook) and _hook_is_supported(hook):
-                cache: dict = {}
-                self.caches.append(cache)
-                # An instance attribute: zennit's backward wrapper calls hook.backward(...).
-                hook.backward = self._backward(hook, cache, _RuleShape.probe(hook))
-                self.patched += 1
+        hooks = [hook for hook in list(getattr(composite, "hook_refs", ()))
+                 if isinstance(hook, BasicHook) and _hook_is_supported(hook)]
+        modules = _modules_of(hooks, model) if model is not None else {}
+        for hook in hooks:
+            cache: dict = {}
+            seen: dict = {}
+            self.caches += [cache, seen]
+            if id(hook) in modules:
+                self.handles.append(modules[id(hook)].register_forward_hook(_keep_output(seen)))
+            # An instance attribute: zennit's backward wrapper calls hook.backward(...).
+            hook.backward = self._backward(hook, cache, _RuleShape.probe(hook), seen)
+            self.patched += 1
 
     def clear(self) -> None:
         """Drop the kept outputs (call after the last class of a batch)."""
         for cache in self.caches:
             cache.clear()
 
+    def remove(self) -> None:
+        """Remove the forward hooks that keep the layers' outputs, and drop what is kept."""
+        for handle in self.handles:
+            handle.remove()
+        self.handles.clear()
+        self.clear()
+
+    def __enter__(self) -> SharedModifiedForwards:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.remove()
+
     @staticmethod
-    def _backward(hook: BasicHook, cache: dict, shape: _RuleShape):
+    def _backward(hook: BasicHook, cache: dict, shape: _RuleShape, seen: dict):
         def backward(module, grad_input, grad_output):
             if not _has_direct_input_gradient(module):
                 return type(hook).backward(hook, module, grad_input, grad_output)
-            fast = _shared_backward(hook, module, cache, shape, grad_input, grad_output)
+            fast = _shared_backward(hook, module, cache, shape, grad_input, grad_output, seen)
             # The plan's structure depends on the data (gamma on a signed or a ReLU input), so
             # each structure of each kind of rule and layer is verified on its own first use.
             kind = (*_kind(hook, module), _structure(cache))
@@ -220,14 +243,36 @@ def _as_list(grads) -> list:
     return [grads] if isinstance(grads, torch.Tensor) else list(grads)
 
 
+def _modules_of(hooks: list, model: nn.Module) -> dict[int, nn.Module]:
+    """id(hook) -> the module it is registered on (whose forward hooks include its method)."""
+    wanted = {id(hook) for hook in hooks}
+    found = {}
+    for module in model.modules():
+        for function in module._forward_hooks.values():
+            owner = getattr(function, "__self__", None)
+            if id(owner) in wanted:
+                found[id(owner)] = module
+    return found
+
+
+def _keep_output(seen: dict):
+    def keep(module, args, output):
+        # Keyed by the input tensor zennit stores for the same call (the same object).
+        if isinstance(output, torch.Tensor) and args:
+            seen["input"], seen["output"] = args[0], output.detach()
+
+    return keep
+
+
 def _shared_backward(hook: BasicHook, module: nn.Module, cache: dict, shape: _RuleShape,
-                     grad_input, grad_output):
+                     grad_input, grad_output, seen: dict | None = None):
     """zennit's rule, with everything that does not depend on the class kept per forward pass."""
     stored = hook.stored_tensors["input"][0]
     original = stored.detach()
     if cache.get("key") is not stored:  # a new forward pass: plan once
         cache.clear()
-        cache.update(_plan(hook, module, original, shape), key=stored)
+        output = seen.get("output") if seen and seen.get("input") is stored else None
+        cache.update(_plan(hook, module, original, shape, output), key=stored)
     grad = grad_output[0]
     if "crossed" in cache:
         relevance = _crossed_backward(module, cache["crossed"], grad, original)
@@ -246,16 +291,22 @@ def _structure(cache: dict) -> str:
     return "crossed" if "crossed" in cache else "grouped" if "groups" in cache else "reducer"
 
 
-def _plan(hook: BasicHook, module: nn.Module, original: torch.Tensor, shape: _RuleShape) -> dict:
+def _plan(hook: BasicHook, module: nn.Module, original: torch.Tensor, shape: _RuleShape,
+          output: torch.Tensor | None = None) -> dict:
     """The class-independent part of a rule on one forward pass (the module docstring).
 
     Only what the per-class step needs is kept (memory: the modified outputs are dropped where
     the factors replace them, and a modified input equal to the layer's input is not copied).
     """
-    outputs, weights = _modified_outputs(hook, module, original)
     inputs = [_same_or(in_mod(original), original) for in_mod in hook.input_modifiers]
+    known: dict[int, bool] = {}  # variants often share their input tensor: test it once
+    for x in inputs:
+        if id(x) not in known:
+            known[id(x)] = bool(x.any())
+    nonzero = [known[id(x)] for x in inputs]
+    outputs, weights = _modified_outputs(hook, module, inputs, nonzero, original, output)
     used = shape.used or [True] * len(inputs)
-    live = [use and bool(x.any()) for use, x in zip(used, inputs)]
+    live = [use and alive for use, alive in zip(used, nonzero)]
     factors = None
     if shape.linear:
         factors = _as_list(hook.gradient_mapper(torch.ones_like(outputs[0]), outputs))
@@ -312,8 +363,6 @@ def _grouped_backward(hook, module, cache: dict, shape: _RuleShape, grad, origin
     for x, variants, weight in cache["groups"]:
         grads = _grad_outputs(hook, cache, shape, grad, variants)
         stacked = grads[0] if len(grads) == 1 else torch.cat(grads, dim=1)
-        if not bool(stacked.any()):
-            continue
         term = x * _input_gradient(module, weight, stacked, original.shape)
         relevance = term if relevance is None else relevance + term
     return torch.zeros_like(original) if relevance is None else relevance
@@ -368,15 +417,49 @@ def _has_direct_input_gradient(module: nn.Module) -> bool:
 
 
 @torch.no_grad()
-def _modified_outputs(hook: BasicHook, module: nn.Module, original: torch.Tensor):
-    """The layer's outputs on the rule's modified inputs and weights, and those weights."""
-    outputs, weights = [], []
-    modifiers = zip(hook.input_modifiers, hook.param_modifiers, hook.output_modifiers)
-    for in_mod, param_mod, out_mod in modifiers:
+def _modified_outputs(hook: BasicHook, module: nn.Module, inputs: list, nonzero: list,
+                      original: torch.Tensor, output: torch.Tensor | None = None):
+    """The layer's outputs on the rule's modified inputs and weights, and those weights.
+
+    Two kinds of variant are not computed again: one whose modified input and parameters are
+    the layer's own returns the layer's forward ``output`` where it was kept (the epsilon rule,
+    gamma's fifth variant); one whose modified input is all zero (the negative part of a ReLU
+    output: gamma's and alpha-beta's second and fourth) outputs its modified bias everywhere
+    (zero padding). On DenseNet's ReLU inputs that runs gamma's convolution 2 times, not 5.
+    """
+    outputs, weights, biases = [], [], []
+    own = (module.weight.detach(), _detached(module.bias))  # the context swaps the parameters
+    modifiers = zip(inputs, nonzero, hook.param_modifiers, hook.output_modifiers)
+    for x, alive, param_mod, out_mod in modifiers:
         with ParamMod.ensure(param_mod)(module) as modified:
-            outputs.append(out_mod(modified.forward(in_mod(original))))
-            weights.append(modified.weight.detach())
+            weight, bias = modified.weight.detach(), _detached(modified.bias)
+            if output is not None and x is original and _same_parameters((weight, bias), own):
+                outputs.append(out_mod(output))
+            elif alive or not any(nonzero):
+                outputs.append(out_mod(modified.forward(x)))
+            else:
+                outputs.append(None)
+            weights.append(weight)
+            biases.append(bias)
+    shape = next(o.shape for o in outputs if o is not None)
+    for i, (computed, bias, out_mod) in enumerate(zip(outputs, biases, hook.output_modifiers)):
+        if computed is None:
+            constant = torch.zeros(shape, dtype=inputs[i].dtype, device=inputs[i].device)
+            if bias is not None:
+                constant += bias.view(1, -1, *([1] * (len(shape) - 2)))
+            outputs[i] = out_mod(constant)
     return outputs, weights
+
+
+def _detached(tensor: torch.Tensor | None) -> torch.Tensor | None:
+    return None if tensor is None else tensor.detach()
+
+
+def _same_parameters(modified: tuple, own: tuple) -> bool:
+    (weight, bias), (own_weight, own_bias) = modified, own
+    if (bias is None) != (own_bias is None):
+        return False
+    return torch.equal(weight, own_weight) and (bias is None or torch.equal(bias, own_bias))
 
 
 def _input_gradient(module, weight, grad, input_shape):
