@@ -72,12 +72,14 @@ chexlib.cases                         which predictions to explain: images by ob
 
 explanations (notebooks 04-05)
 chexlib.methods                       the registry of explanation methods (importable without torch)
+chexlib.display_names                 method and layer names for people (controls, captions, titles)
 chexlib.explain                       explanations of the DenseNet-121's predictions
 chexlib.explain.inputs                an explainable copy of the model, class names to indices
 chexlib.explain.canonizers            DenseNet-121 with every BatchNorm merged into a linear layer
 chexlib.explain.composites            named LRP composites: which zennit rule explains which layer
 chexlib.explain.lrp                   LRP heatmaps of any set of classes from one forward pass
 chexlib.explain.shared_forward        the rules' class-independent work, done once per forward pass
+chexlib.explain.kept_forward          a rule's modified forward outputs, skipping known convolutions
 chexlib.explain.conservation          where each logit's relevance goes: pixels, each bias, epsilon
 chexlib.explain.cam                   the class-activation-map algorithm Grad-CAM and Grad-CAM++ share
 chexlib.explain.gradcam               Grad-CAM: spatially averaged gradients as channel weights

@@ -140,15 +140,18 @@ class ReportedImages:
         return 0
 
     def prediction_text(self, row: int, observation: str) -> str:
-        """Label, probability and threshold, e.g. ``positive, p=0.83 (threshold 0.41)``."""
+        """Label, then the prediction against its threshold, e.g. ``label positive · predicted
+        0.10 < threshold 0.15`` (positive iff probability >= threshold): the label and the model's
+        call are never confused."""
         j = observation_index(observation)
         label = {1.0: "positive", 0.0: "negative"}.get(float(self.labels[row, j]), "?")
-        return f"{label}, p={self.probs[row, j]:.2f} (threshold {self.thresholds[j]:.2f})"
+        p, t = float(self.probs[row, j]), float(self.thresholds[j])
+        return f"label {label} · predicted {p:.2f} {'≥' if p >= t else '<'} threshold {t:.2f}"
 
     def title(self, row: int, observation: str) -> str:
-        """One-line description: image, label, probability, threshold and outcome."""
+        """One-line description: image, label, probability against threshold, and outcome."""
         return (f"{self.image_id(row)} · {observation}: {self.prediction_text(row, observation)}"
-                f" · {self.outcome(row, observation)}")
+                f" → {self.outcome(row, observation)}")
 
     def table(self, row: int) -> pd.DataFrame:
         """Every observation of row ``row``: label, probability, threshold, outcome."""

@@ -95,17 +95,22 @@ def test_widget_controls_change_what_is_rendered(browser, tiny_run):
     name, kind, count = _a_pair(outcomes, want_empty=False)
     controls["observation"].value = name
     controls["outcome"].value = kind
-    assert controls["position"].max == count - 1 and controls["position"].value == 0
+    # The slider counts from 1, as the caption does.
+    assert controls["position"].max == count and controls["position"].value == 1
     first = browser.image.value
     first_row = browser.view.row
-    controls["position"].value = 1  # the slider
+    controls["position"].value = 2  # the slider
     assert browser.view.row != first_row and browser.image.value != first
+    assert f"image 2 of {count}" in browser.caption.value
     j = OBSERVATIONS.index(name)
-    assert f"p={probs[browser.view.row, j]:.2f}" in browser.caption.value
-    assert f"<b>{kind}</b>" in browser.caption.value and "threshold 0.50" in browser.caption.value
+    p = probs[browser.view.row, j]
+    label = "positive" if kind in ("TP", "FN") else "negative"
+    assert (f"label {label} · predicted {p:.2f} {'≥' if p >= 0.5 else '<'} threshold 0.50 "
+            f"&rarr; <b>{kind}</b>") in browser.caption.value
     before = browser.image.value
     controls["method"].value = "gradcam"
-    assert browser.image.value != before and "gradcam" in browser.caption.value
+    assert browser.image.value != before and "Grad-CAM" in browser.caption.value
+    assert ("Grad-CAM", "gradcam") in controls["method"].options  # display names, values kept
     controls["alpha"].value = 0.2
     controls["scale"].value = "shared"
     controls["view"].value = "all classes"
@@ -127,9 +132,75 @@ def test_missing_maps_are_computed_once_and_stored(tiny_run):
     assert fresh.source.computed == 1 and store.has("zplus", path)
     fresh.controls["alpha"].value = 0.3
     assert fresh.source.computed == 1  # same image: the map is not recomputed
-    fresh.controls["position"].value = 0
-    fresh.controls["position"].value = 5
+    fresh.controls["position"].value = 1  # the slider is 1-based: image 1 is row 0
+    fresh.controls["position"].value = 6
     assert fresh.source.computed == 2  # image 0 was new; image 5 came back from the store
     again = HeatmapBrowser.from_run(run_dir, methods=["zplus"],
                                     state=BrowserState(method="zplus", position=5))
     assert again.source.computed == 0
+
+
+def _blank_gradcam_case(browser):
+    """(observation, row) of a Grad-CAM map that is zero everywhere in the demo run."""
+    for row in range(len(browser.reported)):
+        maps = browser.source.maps("gradcam", row)
+        for j, name in enumerate(OBSERVATIONS):
+            if not maps[j].any():
+                return name, row
+    pytest.fail("the demo run has no all-zero Grad-CAM map (it is deterministic: it changed)")
+
+
+def test_a_blank_map_says_so_on_the_picture_and_in_the_caption(browser):
+    name, row = _blank_gradcam_case(browser)
+    state = BrowserState(observation=name, method="gradcam", position=row, alpha=1.0)
+    view = render(state, browser.reported, browser.source)
+    assert view.blank.startswith("zero everywhere: Grad-CAM's ReLU removed all evidence")
+    assert "This map shows nothing" in view.caption and "logit" in view.caption
+    pixels = _pixels(view.png)
+    plain = _pixels(render(state.with_(alpha=0.0), browser.reported, browser.source).png)
+    band = pixels[: pixels.shape[0] // 10]
+    # The banner: a black band with white text over the top of the radiograph.
+    assert (band == 0).all(axis=-1).mean() > 0.5 and (band == 255).all(axis=-1).any()
+    assert np.array_equal(pixels[pixels.shape[0] // 5:], plain[plain.shape[0] // 5:])
+    # LRP's map of the same case: blank only where it has no positive value, and then it says
+    # the map is evidence against the class.
+    signed = render(state.with_(method="epsilon_plus_flat"), browser.reported, browser.source)
+    heat = browser.source.maps("epsilon_plus_flat", row)[OBSERVATIONS.index(name)]
+    if (heat > 0).any():
+        assert signed.blank is None and "shows nothing" not in signed.caption
+    else:
+        assert signed.blank.startswith("no positive relevance: the map holds only evidence "
+                                       f"against {name}")
+
+
+def test_quick_changes_in_a_running_kernel_render_once(tiny_run):
+    import asyncio
+
+    _, run_dir, _, _ = tiny_run
+    fresh = HeatmapBrowser.from_run(run_dir, methods=METHODS)
+    fresh.debounce_s = 0.2
+    start = fresh.renders
+
+    async def three_quick_moves():
+        for value in (2, 3, 4):
+            fresh.controls["position"].value = value
+            await asyncio.sleep(0.02)
+        busy = fresh.status.value
+        await asyncio.sleep(0.5)
+        return busy
+
+    busy = asyncio.run(three_quick_moves())
+    assert "computing" in busy  # shown while the change was pending
+    assert fresh.renders == start + 1 and fresh.view.row == 3  # one rendering, of the last state
+    assert fresh.status.value == ""
+
+
+def test_the_display_carries_a_static_picture_for_viewers_without_a_kernel(tiny_run):
+    import base64
+
+    browser = HeatmapBrowser.from_run(tiny_run[1], methods=METHODS)
+    bundle = browser._repr_mimebundle_()
+    assert "application/vnd.jupyter.widget-view+json" in bundle
+    assert base64.b64decode(bundle["image/png"]) == browser.view.png
+    assert bundle["image/png"] in bundle["text/html"] and "static copy" in bundle["text/html"]
+    assert bundle["text/plain"].startswith("HeatmapBrowser: ") and "VBox" not in bundle["text/plain"]

@@ -1,8 +1,11 @@
 """The heatmap browser in a real browser: JupyterLab on loopback, driven by Playwright in
 Debian's headless Chromium, as a person would use it.
 
-Opens a notebook that shows the browser over a demo run, runs it, changes the class and moves
-the image slider, and checks that the picture changes each time and that no error appears.
+Opens a notebook that shows the browser over a demo run on a blank Grad-CAM map and checks the
+picture's message; changes the method to one whose maps are computed and checks that a
+"computing" state showed; presses the image slider three times quickly and checks that one
+rendering ran (the debounce); and opens an executed copy of the notebook without a kernel and
+checks that it shows the picture.
 Screenshots go to the test's folder and to ``runs/test-output/browser_e2e/`` (git-ignored).
 Skips, saying why, where Chromium or Playwright is missing (``.ci/run`` installs Chromium).
 """
@@ -43,16 +46,46 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _notebook(path: Path, data_root: Path, run_dir: Path) -> None:
-    code = (f"from chexlib.browser import HeatmapBrowser\n"
+def _blank_case(run_dir: Path) -> tuple[str, int]:
+    """(observation, row) of an all-zero Grad-CAM map of the demo run (it is deterministic)."""
+    from chexlib.browser import HeatmapBrowser
+    from chexlib.observations import OBSERVATIONS
+
+    source = HeatmapBrowser.from_run(run_dir, methods=["gradcam"]).source
+    for row in range(len(source.reported)):
+        maps = source.maps("gradcam", row)
+        for j, name in enumerate(OBSERVATIONS):
+            if not maps[j].any():
+                return name, row
+    pytest.fail("the demo run has no all-zero Grad-CAM map")
+
+
+def _notebook(path: Path, run_dir: Path, observation: str, row: int) -> None:
+    # Opens on a blank Grad-CAM map; the last cell reports how many renderings ran.
+    code = (f"from chexlib.browser import BrowserState, HeatmapBrowser\n"
             f"browser = HeatmapBrowser.from_run({str(run_dir)!r}, "
-            f"methods=['epsilon_plus_flat', 'gradcam'])\n"
+            f"methods=['gradcam', 'epsilon_plus_flat'], state=BrowserState("
+            f"observation={observation!r}, method='gradcam', position={row}))\n"
             f"browser")
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# Browser test"),
-                                         nbformat.v4.new_code_cell(code)])
+                                         nbformat.v4.new_code_cell(code),
+                                         nbformat.v4.new_code_cell(
+                                             'print(f"renders={browser.renders}")')])
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
                                  "language": "python"}
     nbformat.write(nb, path)
+
+
+def _executed_copy(source: Path, target: Path, env: dict) -> None:
+    """The notebook executed as the series executes its notebooks (nbclient, widget state
+    stored), its kernel name removed: opened, JupyterLab asks which kernel, and gets none."""
+    from nbclient import NotebookClient
+
+    nb = nbformat.read(source, as_version=4)
+    NotebookClient(nb, timeout=300, kernel_name="python3", resources={
+        "metadata": {"path": str(source.parent)}}).execute(env=env)
+    del nb.metadata["kernelspec"]  # JupyterLab then asks for a kernel: the test says none
+    nbformat.write(nb, target)
 
 
 @pytest.fixture(scope="module")
@@ -67,11 +100,13 @@ def jupyterlab(tmp_path_factory, tiny_run):
         "display_name": "Python 3", "language": "python"}))
     work = home / "work"
     work.mkdir()
-    _notebook(work / "browser.ipynb", data_root, run_dir)
+    observation, row = _blank_case(run_dir)
+    _notebook(work / "browser.ipynb", run_dir, observation, row)
     port, token = _free_port(), "chexlib-e2e"
     env = {**os.environ, "JUPYTER_PATH": str(home / "data"), "JUPYTER_DATA_DIR": str(home / "data"),
            "JUPYTER_CONFIG_DIR": str(home / "config"), "JUPYTER_RUNTIME_DIR": str(home / "rt"),
            "OMP_NUM_THREADS": "1"}
+    _executed_copy(work / "browser.ipynb", work / "executed.ipynb", env)
     log = open(home / "server.log", "w")  # noqa: SIM115 (open while the server runs)
     server = subprocess.Popen(
         [sys.executable, "-m", "jupyter", "lab", "--no-browser", f"--port={port}",
@@ -89,7 +124,7 @@ def jupyterlab(tmp_path_factory, tiny_run):
                 server.kill()
                 pytest.fail(f"JupyterLab did not start: {(home / 'server.log').read_text()[-2000:]}")
             time.sleep(0.5)
-    yield url, token
+    yield url, token, row
     server.terminate()
     try:
         server.wait(timeout=20)
@@ -112,8 +147,44 @@ def _wait_for_new_picture(page, before: bytes, timeout: float = 90.0) -> bytes:
     raise AssertionError("the browser's picture did not change")
 
 
+def _run_cell(page, index: int) -> str:
+    """Run code cell ``index`` of the open notebook (Shift+Enter) and return its new output."""
+    cell = page.locator(".jp-Notebook .jp-Cell").nth(index)
+    before = cell.locator(".jp-OutputArea-output").all_inner_texts()
+    cell.locator(".jp-InputArea-editor").click()
+    page.keyboard.press("Shift+Enter")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        now = cell.locator(".jp-OutputArea-output").all_inner_texts()
+        if now and now != before:
+            return " ".join(now)
+        page.wait_for_timeout(200)
+    raise AssertionError(f"cell {index} gave no new output")
+
+
+def _renders(page) -> int:
+    text = _run_cell(page, 2)
+    return int(text.split("renders=")[1].split()[0])
+
+
+# Records whether the browser's status line ever said "computing" (it may show only briefly).
+_WATCH_BUSY = """() => {
+  window.__sawBusy = false;
+  new MutationObserver(() => {
+    const status = document.querySelector('.chexlib-browser-status');
+    if (status && status.innerText.includes('computing')) { window.__sawBusy = true; }
+  }).observe(document.body, {subtree: true, childList: true, characterData: true});
+}"""
+
+
+def _open(page, url, token, name, workspace="default"):
+    # A workspace of its own per notebook: only that notebook is open in the page.
+    page.goto(f"{url}/lab/workspaces/{workspace}/tree/{name}?reset&token={token}")
+    page.locator(".jp-Notebook").first.wait_for(timeout=90_000)
+
+
 def test_browser_in_jupyterlab(jupyterlab, tmp_path):
-    url, token = jupyterlab
+    url, token, row = jupyterlab
     shots = [tmp_path, ROOT / "runs" / "test-output" / "browser_e2e"]
     shots[1].mkdir(parents=True, exist_ok=True)
 
@@ -123,9 +194,8 @@ def test_browser_in_jupyterlab(jupyterlab, tmp_path):
 
     with playwright.sync_playwright() as p:
         chromium = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        page = chromium.new_page(viewport={"width": 1280, "height": 1100})
-        page.goto(f"{url}/lab/tree/browser.ipynb?token={token}")
-        page.locator(".jp-Notebook").first.wait_for(timeout=90_000)
+        page = chromium.new_page(viewport={"width": 1280, "height": 1300})
+        _open(page, url, token, "browser.ipynb")
         select = page.locator(".jp-Dialog button", has_text="Select")
         try:  # JupyterLab may ask which kernel to start: the (only) Python 3
             select.first.click(timeout=20_000)
@@ -141,24 +211,62 @@ def test_browser_in_jupyterlab(jupyterlab, tmp_path):
             screenshot(page, "failed_to_open.png")  # what the page showed instead
             raise
         first = _picture(page).screenshot()
-        screenshot(page, "01_opened.png")
+        screenshot(page, "01_opened_on_a_blank_map.png")
+        caption = page.locator(".widget-html-content", has_text="image").first.inner_text()
+        # 1. A blank map says so, with the reason.
+        assert "This map shows nothing" in caption and "zero everywhere" in caption, caption
 
-        page.locator(".widget-dropdown", has_text="class").locator("select").select_option(
-            "Edema")
+        # 2. Busy state: a method whose maps are not stored is computed; the status says so.
+        page.evaluate(_WATCH_BUSY)
+        page.locator(".widget-dropdown", has_text="method").locator("select").select_option(
+            label="LRP ε+flat (zennit)")
         second = _wait_for_new_picture(page, first)
-        screenshot(page, "02_class_edema.png")
+        assert page.evaluate("window.__sawBusy"), "no 'computing' state was shown"
+        screenshot(page, "02_method_changed.png")
 
+        # 3. Debounce: three quick slider moves, one rendering (of the last position).
+        page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").first.wait_for(
+            timeout=90_000)
+        before = _renders(page)
         handle = page.locator(".widget-hslider", has_text="image").locator(".noUi-handle").first
         handle.focus()
-        handle.press("ArrowRight")
+        key = "ArrowRight" if row + 3 < 12 else "ArrowLeft"
+        for _ in range(3):
+            handle.press(key)
         _wait_for_new_picture(page, second)
-        screenshot(page, "03_slider_moved.png")
-        caption = page.locator(".widget-html-content").first.inner_text()
-        assert "image 2 of" in caption and "Edema" in caption
+        page.locator(".chexlib-browser-status").first.wait_for(state="attached")
+        page.wait_for_timeout(1500)  # any further (wrong) rendering would have started by now
+        assert _renders(page) == before + 1
+        caption = page.locator(".widget-html-content", has_text="image").first.inner_text()
+        expected = row + 1 + (3 if key == "ArrowRight" else -3)
+        assert f"image {expected} of 12" in caption, caption
+        screenshot(page, "03_three_quick_moves.png")
 
         errors = page.locator(".jp-OutputArea-output[data-mime-type="
                               "'application/vnd.jupyter.stderr']")
         texts = [errors.nth(i).inner_text() for i in range(errors.count())]
         assert not [t for t in texts if "Error" in t or "Traceback" in t], texts
         assert page.locator(".jp-RenderedText:has-text('Traceback')").count() == 0
+
+        # 4. The executed notebook opened afresh: the page has none of the widget models (as
+        # with no kernel, nbviewer or GitHub), and shows the picture, not a line of text.
+        static = chromium.new_page(viewport={"width": 1280, "height": 1300})
+        _open(static, url, token, "executed.ipynb", workspace="static")
+        no_kernel = static.locator(".jp-Dialog button", has_text="No Kernel")
+        try:  # where JupyterLab asks which kernel (the notebook names none): none
+            no_kernel.first.click(timeout=10_000)
+        except playwright.TimeoutError:
+            pass
+        output = static.locator(".jp-Notebook .jp-Cell").nth(1).locator(".jp-OutputArea-output")
+        try:
+            output.locator("img").first.wait_for(state="visible", timeout=60_000)
+        except Exception:
+            screenshot(static, "failed_static.png")
+            raise
+        screenshot(static, "04_executed_opened_afresh.png")
+        text = output.first.inner_text()
+        assert "VBox(" not in text and "Error displaying widget" not in text, text
+        assert "This map shows nothing" in text
+        assert output.locator("img").first.bounding_box()["width"] > 100
+
         chromium.close()

@@ -156,11 +156,41 @@ def test_low_resolution_map_is_upsampled_bilinearly():
 def test_overlay_outline_and_colorbar():
     mask = np.zeros((20, 20), bool)
     mask[5:15, 5:15] = True
-    ax = overlay(np.full((20, 20), 0.5), np.zeros((20, 20)), limit=1.0, outline=mask,
+    signed = np.linspace(-1, 1, 400).reshape(20, 20)
+    ax = overlay(np.full((20, 20), 0.5), signed, limit=1.0, outline=mask,
                  colorbar=True, title="Edema")
     assert ax.collections, "no outline contour drawn"
     assert len(ax.figure.axes) == 2  # the panel and its colour bar
+    bar = ax.figure.axes[1]
+    assert bar.get_ylabel() == "relevance" and bar.get_ylim() == (-1.0, 1.0)
     assert ax.get_title() == "Edema"
+    assert ax.get_title() and ax.title.get_fontsize() >= bar.get_yticklabels()[0].get_fontsize()
+
+
+def _texts(ax) -> list[str]:
+    return [t.get_text() for t in ax.texts]
+
+
+def test_blank_maps_say_so_and_get_no_dummy_colour_bar():
+    # A map without any non-zero value: the panel says so, and no +-1 colour bar pretends a scale.
+    ax = overlay(np.full((20, 20), 0.5), np.zeros((20, 20)), colorbar=True)
+    assert _texts(ax) == ["zero everywhere"] and len(ax.figure.axes) == 1
+    # Only negative values: drawn (blue), and the panel says there is no positive relevance.
+    ax = overlay(np.full((20, 20), 0.5), -np.ones((20, 20)), colorbar=True)
+    assert _texts(ax) == ["no positive relevance"] and len(ax.figure.axes) == 2
+    ax = overlay(np.full((20, 20), 0.5), np.ones((20, 20)), colorbar=True)
+    assert _texts(ax) == []
+
+
+def test_a_map_that_cannot_be_negative_gets_a_sequential_scale_from_zero():
+    cam = np.zeros((20, 20))
+    cam[5:10, 5:10] = 2.0
+    ax = overlay(np.full((20, 20), 0.5), cam, limit=2.0, colorbar=True)
+    bar = ax.figure.axes[1]
+    assert bar.get_ylim() == (0.0, 2.0)
+    # The strongest value is the sequential map's darkest red, not the diverging map's.
+    strongest = ax.images[1].get_array()[7, 7]
+    np.testing.assert_allclose(strongest[:3], plt.get_cmap("Reds")(1.0)[:3], atol=1e-6)
 
 
 # ---------------------------------------------------------------------------------- grids

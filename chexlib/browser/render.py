@@ -15,12 +15,19 @@ from dataclasses import dataclass, field, replace
 
 import matplotlib.pyplot as plt
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
 from chexlib.errors import ParameterError
-from chexlib.methods import DEFAULT_COMPOSITE
+from chexlib.display_names import display_name
+from chexlib.methods import CAM_METHODS, COMBINED_METHODS, DEFAULT_COMPOSITE, parse_method
 from chexlib.observations import OBSERVATIONS, observation_index
-from chexlib.plots.heatmap_arrays import colormap, rgba, symmetric_limit
+from chexlib.plots.heatmap_arrays import (
+    SEQUENTIAL_CMAP,
+    blank_reason,
+    colormap,
+    rgba,
+    symmetric_limit,
+)
 from chexlib.plots.heatmaps import grid_classes
 
 OUTCOME_FILTERS = ("all", "TP", "FP", "FN", "TN")
@@ -57,6 +64,28 @@ class BrowserState:
         return replace(self, **changes)
 
 
+def blank_message(reported, row: int, observation: str, method: str, heat: np.ndarray
+                  ) -> str | None:
+    """Why the map of ``observation`` on ``row`` shows nothing, in words; None if it shows
+    something (:func:`~chexlib.plots.heatmap_arrays.blank_reason`)."""
+    reason = blank_reason(heat)
+    if reason is None:
+        return None
+    kind, _ = parse_method(method)
+    p = float(np.clip(reported.probs[row, observation_index(observation)], 1e-7, 1 - 1e-7))
+    logit = float(np.log(p / (1.0 - p)))
+    if reason == "zero everywhere" and kind in CAM_METHODS:
+        why = (f"{display_name(kind)}'s ReLU removed all evidence: the class's weighted "
+               f"activations are negative everywhere (logit {logit:+.2f})")
+    elif reason == "zero everywhere" and kind in COMBINED_METHODS:
+        why = "the Grad-CAM gate is zero everywhere (Grad-CAM's ReLU removed all evidence)"
+    elif reason == "zero everywhere":
+        why = "no pixel carries relevance for this class"
+    else:
+        why = (f"the map holds only evidence against {observation} (blue; logit {logit:+.2f})")
+    return f"{reason}: {why}"
+
+
 @dataclass
 class View:
     """What the browser shows for a state.
@@ -73,6 +102,8 @@ class View:
         Reported rows that pass the filter; the slider runs over them.
     row : int or None
         The reported row shown.
+    blank : str or None
+        Why the map shown is blank (:func:`blank_message`), also written on the picture.
     """
 
     png: bytes | None
@@ -80,6 +111,7 @@ class View:
     message: str | None = None
     rows: list[int] = field(default_factory=list)
     row: int | None = None
+    blank: str | None = None
 
 
 def filtered_rows(reported, observation: str, outcome: str) -> list[int]:
@@ -110,20 +142,26 @@ def render(state: BrowserState, reported, source, display_size: int = 384) -> Vi
         return View(png=None, caption=f"<b>{html.escape(message)}</b>", message=message, rows=[])
     row = rows[min(max(int(state.position), 0), len(rows) - 1)]
     maps = source.maps(state.method, row)
+    blank = None
     if state.view == "all classes":
         png = _all_classes_png(state, reported, row, maps)
     else:
-        png = _one_class_png(state, reported, row, maps, display_size)
-    return View(png=png, caption=_caption(state, reported, row, rows), rows=rows, row=row)
+        heat = maps[observation_index(state.observation)]
+        blank = blank_message(reported, row, state.observation, state.method, heat)
+        png = _one_class_png(state, reported, row, maps, display_size, blank)
+    return View(png=png, caption=_caption(state, reported, row, rows, blank), rows=rows, row=row,
+                blank=blank)
 
 
-def _one_class_png(state, reported, row, maps, display_size) -> bytes:
+def _one_class_png(state, reported, row, maps, display_size, blank=None) -> bytes:
     j = observation_index(state.observation)
     heat = maps[j]
     limit = float(symmetric_limit(maps, "shared")[j] if state.scale == "shared"
                   else symmetric_limit(heat))
     gray = reported.grayscale(row).astype(np.float32) / 255.0
-    colours = rgba(heat, limit, colormap("bwr"), float(state.alpha))
+    signed = bool((maps < 0).any())  # one convention per method: diverging if it can be < 0
+    cmap = colormap("bwr" if signed else SEQUENTIAL_CMAP)
+    colours = rgba(heat, limit, cmap, float(state.alpha), signed=signed)
     opacity = colours[..., 3:]
     picture = gray[..., None] * (1.0 - opacity) + colours[..., :3] * opacity
     outline = reported.outline(row, state.observation)
@@ -131,7 +169,24 @@ def _one_class_png(state, reported, row, maps, display_size) -> bytes:
         picture[_boundary(outline)] = OUTLINE_RGB
     factor = max(1, display_size // picture.shape[0])
     picture = np.repeat(np.repeat(picture, factor, axis=0), factor, axis=1)
-    return _png(np.rint(picture * 255).astype(np.uint8))
+    pixels = np.rint(picture * 255).astype(np.uint8)
+    if blank is not None:
+        pixels = _banner(pixels, blank.split(":")[0])
+    return _png(pixels)
+
+
+def _banner(pixels: np.ndarray, text: str) -> np.ndarray:
+    """``text`` in white on a dark band across the top of the picture."""
+    image = Image.fromarray(pixels)
+    draw = ImageDraw.Draw(image)
+    size = max(10, image.height // 20)
+    try:
+        font = ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1: the fixed bitmap font
+        font = ImageFont.load_default()
+    draw.rectangle([0, 0, image.width, int(size * 1.8)], fill=(0, 0, 0))
+    draw.text((size // 2, int(size * 0.35)), text, fill=(255, 255, 255), font=font)
+    return np.asarray(image)
 
 
 def _boundary(mask: np.ndarray) -> np.ndarray:
@@ -150,7 +205,7 @@ def _all_classes_png(state, reported, row, maps) -> bytes:
         outlines={name: reported.outline(row, name) for name in OBSERVATIONS},
         columns=7, alpha=float(state.alpha))
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=72)
+    fig.savefig(buffer, format="png", dpi=90)
     plt.close(fig)
     return buffer.getvalue()
 
@@ -161,13 +216,17 @@ def _png(pixels: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def _caption(state, reported, row, rows) -> str:
+def _caption(state, reported, row, rows, blank=None) -> str:
     position = rows.index(row) + 1
     head = (f"{html.escape(reported.image_id(row))} &middot; image {position} of {len(rows)} "
-            f"({html.escape(state.outcome)}) &middot; {html.escape(state.method)}")
+            f"({html.escape(state.outcome)}) &middot; {html.escape(display_name(state.method))}")
     if state.view == "all classes":
-        return f"<b>{head}</b><br>all 14 observations ({html.escape(state.scale)} scale)"
+        scale = "one scale for all classes" if state.scale == "shared" else "a scale per class"
+        return f"<b>{head}</b><br>all 14 observations ({scale})"
     outcome = reported.outcome(row, state.observation)
     text = reported.prediction_text(row, state.observation)
-    return (f"<b>{head}</b><br>{html.escape(state.observation)}: {html.escape(text)} &middot; "
-            f"<b>{html.escape(outcome)}</b>")
+    caption = (f"<b>{head}</b><br>{html.escape(state.observation)}: {html.escape(text)} "
+               f"&rarr; <b>{html.escape(outcome)}</b>")
+    if blank is not None:
+        caption += f"<br><i>This map shows nothing &mdash; {html.escape(blank)}.</i>"
+    return caption

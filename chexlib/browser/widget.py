@@ -1,12 +1,22 @@
 """The browser's controls: ipywidgets wired to :func:`chexlib.browser.render.render`.
 
 Every control change builds a new :class:`~chexlib.browser.render.BrowserState` and renders it
-into an ``ipywidgets.Image`` and an ``HTML`` caption. Because the picture lives in the widget's
-state, an executed notebook saved with its widget state shows the last rendering statically.
+into an ``ipywidgets.Image`` and an ``HTML`` caption. In a running kernel the change is
+*debounced*: a "computing ..." line shows at once, and the rendering starts only when the controls
+have been still for :attr:`HeatmapBrowser.debounce_s` seconds, so quick slider presses (which
+queue while an LRP map is computed) cost one rendering, of the last state. Without an event loop
+(tests, scripts) every change renders at once.
+
+Opened without a kernel (JupyterLab, nbviewer, GitHub), an executed notebook shows the picture and
+caption of the browser when the cell ran: the display carries them as ``text/html`` and
+``image/png`` beside the widget view, and the executed notebook stores the widget state too.
 """
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import html
 import os
 
 import ipywidgets as widgets
@@ -21,6 +31,7 @@ from chexlib.browser.render import (
     render,
 )
 from chexlib.browser.source import MapSource
+from chexlib.display_names import display_name
 from chexlib.observations import OBSERVATIONS
 from chexlib.reported import ReportedImages
 from chexlib.session import TrainedRun, open_run
@@ -44,7 +55,13 @@ class HeatmapBrowser:
         ``observation``, ``outcome``, ``method``, ``position``, ``alpha``, ``scale``, ``view``.
     view : View
         The last rendering.
+    renders : int
+        How many renderings ran (the debounce's measure).
+    debounce_s : float
+        Quiet time before a change is rendered, in a running kernel.
     """
+
+    debounce_s = 0.35
 
     def __init__(self, reported: ReportedImages, source: MapSource,
                  state: BrowserState | None = None) -> None:
@@ -57,24 +74,30 @@ class HeatmapBrowser:
                                             description="class", style=style),
             "outcome": widgets.ToggleButtons(options=list(OUTCOME_FILTERS), value=state.outcome,
                                              description="outcome", style=style),
-            "method": widgets.Dropdown(options=list(source.methods), value=state.method,
-                                       description="method", style=style),
-            "position": widgets.IntSlider(value=min(state.position, last), min=0, max=last,
-                                          description="image",
+            "method": widgets.Dropdown(options=[(display_name(m), m) for m in source.methods],
+                                       value=state.method, description="method", style=style),
+            # 1-based, as the caption counts ("image 2 of 11"); the state's position is 0-based.
+            "position": widgets.IntSlider(value=min(state.position, last) + 1, min=1,
+                                          max=last + 1, description="image",
                                           continuous_update=False, style=style),
             "alpha": widgets.FloatSlider(value=state.alpha, min=0.0, max=1.0, step=0.05,
                                          description="opacity", continuous_update=False,
                                          style=style),
-            "scale": widgets.ToggleButtons(options=list(SCALES), value=state.scale,
-                                           description="scale", style=style),
+            "scale": widgets.ToggleButtons(options=[(_SCALE_NAMES[v], v) for v in SCALES],
+                                           value=state.scale, description="scale", style=style),
             "view": widgets.ToggleButtons(options=list(VIEWS), value=state.view,
                                           description="view", style=style),
         }
         self.image = widgets.Image(format="png", layout=widgets.Layout(max_width="100%"))
         self.caption = widgets.HTML()
-        self.widget = widgets.VBox([*self.controls.values(), self.caption, self.image])
+        self.status = widgets.HTML(value="")
+        self.status.add_class("chexlib-browser-status")
+        self.widget = widgets.VBox([*self.controls.values(), self.status, self.caption,
+                                    self.image])
         self.display_size = 384
         self.view: View | None = None
+        self.renders = 0
+        self._pending: asyncio.TimerHandle | None = None
         for control in self.controls.values():
             control.observe(self._on_change, names="value")
         self.refresh()
@@ -100,14 +123,21 @@ class HeatmapBrowser:
     @property
     def state(self) -> BrowserState:
         values = {name: control.value for name, control in self.controls.items()}
+        values["position"] -= 1
         return BrowserState(**values)
 
     def refresh(self) -> View:
         """Render the current state into the picture and caption."""
-        view = render(self.state, self.reported, self.source, display_size=self.display_size)
+        self._pending = None
+        self.status.value = BUSY
+        try:
+            view = render(self.state, self.reported, self.source, display_size=self.display_size)
+        finally:
+            self.status.value = ""
+        self.renders += 1
         slider = self.controls["position"]
         with slider.hold_trait_notifications():
-            slider.max = max(len(view.rows) - 1, 0)
+            slider.max = max(len(view.rows), 1)
             slider.disabled = len(view.rows) <= 1
         if view.png is not None:
             self.image.value = view.png
@@ -126,13 +156,49 @@ class HeatmapBrowser:
         if owner in (self.controls["observation"], self.controls["outcome"]):
             # Another set of images: start at its first one, without a render in between.
             slider = self.controls["position"]
-            if slider.value != 0:
+            if slider.value != 1:
                 slider.unobserve(self._on_change, names="value")
-                slider.value = 0
+                slider.value = 1
                 slider.observe(self._on_change, names="value")
-        self.refresh()
+        loop = _running_loop()
+        if loop is None:
+            self.refresh()
+            return
+        # Debounce: show that a new picture is coming, render once the controls are still.
+        self.status.value = BUSY
+        if self._pending is not None:
+            self._pending.cancel()
+        self._pending = loop.call_later(self.debounce_s, self.refresh)
 
-    def _ipython_display_(self) -> None:
-        from IPython.display import display
+    def _repr_mimebundle_(self, include=None, exclude=None) -> dict:
+        """The widget, plus its picture and caption for viewers without a kernel."""
+        bundle = dict(self.widget._repr_mimebundle_(include=include, exclude=exclude) or {})
+        if self.view is not None and self.view.png is not None:
+            png = base64.b64encode(self.view.png).decode("ascii")
+            bundle["image/png"] = png
+            bundle["text/html"] = (
+                f"<div>{self.view.caption}</div><img src='data:image/png;base64,{png}' "
+                f"alt='{html.escape(_plain(self.view.caption), quote=True)}'/>"
+                "<p><i>A static copy of the heatmap browser: run the notebook to use its "
+                "controls.</i></p>")
+        bundle["text/plain"] = f"HeatmapBrowser: {_plain(self.view.caption if self.view else '')}"
+        return bundle
 
-        display(self.widget)
+
+#: The status line while a rendering is pending or running.
+BUSY = "<b>&#8987; computing &hellip;</b> (the picture below is the previous one)"
+_SCALE_NAMES = {"per_map": "per map", "shared": "shared by all classes"}
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+def _plain(caption: str) -> str:
+    """The caption's text without its HTML tags."""
+    import re
+
+    return html.unescape(re.sub(r"<[^>]+>", " ", caption)).strip()

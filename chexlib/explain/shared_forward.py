@@ -29,7 +29,9 @@ import warnings
 
 import torch
 from torch import nn
-from zennit.core import BasicHook, Composite, ParamMod
+from zennit.core import BasicHook, Composite
+
+from chexlib.explain.kept_forward import keep_output, modified_outputs, modules_of
 
 #: The zennit versions the shared-forward path is tested with (pyproject.toml bounds zennit to
 #: them); with another version :func:`chexlib.explain.lrp` uses zennit's own backward.
@@ -87,13 +89,13 @@ class SharedModifiedForwards:
             return
         hooks = [hook for hook in list(getattr(composite, "hook_refs", ()))
                  if isinstance(hook, BasicHook) and _hook_is_supported(hook)]
-        modules = _modules_of(hooks, model) if model is not None else {}
+        modules = modules_of(hooks, model) if model is not None else {}
         for hook in hooks:
             cache: dict = {}
             seen: dict = {}
             self.caches += [cache, seen]
             if id(hook) in modules:
-                self.handles.append(modules[id(hook)].register_forward_hook(_keep_output(seen)))
+                self.handles.append(modules[id(hook)].register_forward_hook(keep_output(seen)))
             # An instance attribute: zennit's backward wrapper calls hook.backward(...).
             hook.backward = self._backward(hook, cache, _RuleShape.probe(hook), seen)
             self.patched += 1
@@ -243,27 +245,6 @@ def _as_list(grads) -> list:
     return [grads] if isinstance(grads, torch.Tensor) else list(grads)
 
 
-def _modules_of(hooks: list, model: nn.Module) -> dict[int, nn.Module]:
-    """id(hook) -> the module it is registered on (whose forward hooks include its method)."""
-    wanted = {id(hook) for hook in hooks}
-    found = {}
-    for module in model.modules():
-        for function in module._forward_hooks.values():
-            owner = getattr(function, "__self__", None)
-            if id(owner) in wanted:
-                found[id(owner)] = module
-    return found
-
-
-def _keep_output(seen: dict):
-    def keep(module, args, output):
-        # Keyed by the input tensor zennit stores for the same call (the same object).
-        if isinstance(output, torch.Tensor) and args:
-            seen["input"], seen["output"] = args[0], output.detach()
-
-    return keep
-
-
 def _shared_backward(hook: BasicHook, module: nn.Module, cache: dict, shape: _RuleShape,
                      grad_input, grad_output, seen: dict | None = None):
     """zennit's rule, with everything that does not depend on the class kept per forward pass."""
@@ -304,7 +285,7 @@ def _plan(hook: BasicHook, module: nn.Module, original: torch.Tensor, shape: _Ru
         if id(x) not in known:
             known[id(x)] = bool(x.any())
     nonzero = [known[id(x)] for x in inputs]
-    outputs, weights = _modified_outputs(hook, module, inputs, nonzero, original, output)
+    outputs, weights = modified_outputs(hook, module, inputs, nonzero, original, output)
     used = shape.used or [True] * len(inputs)
     live = [use and alive for use, alive in zip(used, nonzero)]
     factors = None
@@ -414,52 +395,6 @@ def _has_direct_input_gradient(module: nn.Module) -> bool:
         and module.padding_mode == "zeros"
         and not isinstance(module.padding, str)
     )
-
-
-@torch.no_grad()
-def _modified_outputs(hook: BasicHook, module: nn.Module, inputs: list, nonzero: list,
-                      original: torch.Tensor, output: torch.Tensor | None = None):
-    """The layer's outputs on the rule's modified inputs and weights, and those weights.
-
-    Two kinds of variant are not computed again: one whose modified input and parameters are
-    the layer's own returns the layer's forward ``output`` where it was kept (the epsilon rule,
-    gamma's fifth variant); one whose modified input is all zero (the negative part of a ReLU
-    output: gamma's and alpha-beta's second and fourth) outputs its modified bias everywhere
-    (zero padding). On DenseNet's ReLU inputs that runs gamma's convolution 2 times, not 5.
-    """
-    outputs, weights, biases = [], [], []
-    own = (module.weight.detach(), _detached(module.bias))  # the context swaps the parameters
-    modifiers = zip(inputs, nonzero, hook.param_modifiers, hook.output_modifiers)
-    for x, alive, param_mod, out_mod in modifiers:
-        with ParamMod.ensure(param_mod)(module) as modified:
-            weight, bias = modified.weight.detach(), _detached(modified.bias)
-            if output is not None and x is original and _same_parameters((weight, bias), own):
-                outputs.append(out_mod(output))
-            elif alive or not any(nonzero):
-                outputs.append(out_mod(modified.forward(x)))
-            else:
-                outputs.append(None)
-            weights.append(weight)
-            biases.append(bias)
-    shape = next(o.shape for o in outputs if o is not None)
-    for i, (computed, bias, out_mod) in enumerate(zip(outputs, biases, hook.output_modifiers)):
-        if computed is None:
-            constant = torch.zeros(shape, dtype=inputs[i].dtype, device=inputs[i].device)
-            if bias is not None:
-                constant += bias.view(1, -1, *([1] * (len(shape) - 2)))
-            outputs[i] = out_mod(constant)
-    return outputs, weights
-
-
-def _detached(tensor: torch.Tensor | None) -> torch.Tensor | None:
-    return None if tensor is None else tensor.detach()
-
-
-def _same_parameters(modified: tuple, own: tuple) -> bool:
-    (weight, bias), (own_weight, own_bias) = modified, own
-    if (bias is None) != (own_bias is None):
-        return False
-    return torch.equal(weight, own_weight) and (bias is None or torch.equal(bias, own_bias))
 
 
 def _input_gradient(module, weight, grad, input_shape):

@@ -176,9 +176,29 @@ def resize_map(heatmap: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return F.interpolate(t, size=tuple(size), mode="bilinear", align_corners=False)[0, 0].numpy()
 
 
-def rgba(heatmap: np.ndarray, limit: float, cmap: Colormap, alpha: float) -> np.ndarray:
-    """Colours of ``heatmap`` with opacity ``alpha * |value| / limit`` (weak values transparent)."""
+def rgba(heatmap: np.ndarray, limit: float, cmap: Colormap, alpha: float,
+         signed: bool = True) -> np.ndarray:
+    """Colours of ``heatmap`` with opacity ``alpha * |value| / limit`` (weak values transparent).
+
+    ``signed``: ``-limit .. +limit`` over the whole (diverging) colour map; otherwise
+    ``0 .. limit`` over a sequential one (a map that cannot be negative).
+    """
     scaled = np.clip(heatmap / limit, -1.0, 1.0)
-    rgba = cmap((scaled + 1.0) / 2.0)
+    rgba = cmap((scaled + 1.0) / 2.0 if signed else np.clip(scaled, 0.0, 1.0))
     rgba[..., 3] = alpha * np.abs(scaled)
     return rgba
+
+
+#: The colour map of maps that cannot be negative (rectified Grad-CAM): sequential, not diverging.
+SEQUENTIAL_CMAP = "Reds"
+
+
+def blank_reason(heatmap) -> str | None:
+    """Why a map shows nothing, for the reader: ``"zero everywhere"`` (no non-zero value),
+    ``"no positive relevance"`` (only negative values: evidence against the class), or None."""
+    h = as_numpy(heatmap)
+    if not np.any(h):
+        return "zero everywhere"
+    if not np.any(h > 0):
+        return "no positive relevance"
+    return None

@@ -22,8 +22,11 @@ from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Colormap, Normalize
 
 from chexlib.errors import ParameterError
+from chexlib.display_names import display_name
 from chexlib.plots.heatmap_arrays import (
+    SEQUENTIAL_CMAP,
     as_numpy,
+    blank_reason,
     colormap,
     grayscale,
     heatmap_2d,
@@ -46,7 +49,8 @@ _OUTCOME_CODES = ("TP", "FP", "FN", "TN")
 
 def overlay(image, heatmap, limit: float | None = None, alpha: float = 0.5,
             cmap: str | Colormap = "bwr", ax: plt.Axes | None = None, outline=None,
-            title: str | None = None, colorbar: bool = False) -> plt.Axes:
+            title: str | None = None, colorbar: bool = False,
+            signed: bool | None = None) -> plt.Axes:
     """Draw a signed heatmap over the grayscale radiograph.
 
     Parameters
@@ -68,7 +72,13 @@ def overlay(image, heatmap, limit: float | None = None, alpha: float = 0.5,
         Ground-truth mask, drawn as a contour (resized nearest-neighbour if its size differs).
     title : str, optional
     colorbar : bool
-        Add a colour bar from ``-limit`` to ``+limit``.
+        Add a colour bar labelled "relevance", from ``-limit`` to ``+limit`` (from 0 for a
+        map that is not signed); none for a map that is zero everywhere.
+    signed : bool, optional
+        Whether the map can be negative: a diverging colour map centred on 0; otherwise the
+        default ``"bwr"`` becomes the sequential :data:`SEQUENTIAL_CMAP` from 0. Default: the
+        map is signed if it has a negative value. A map without positive values says so on the
+        panel (:func:`~chexlib.plots.heatmap_arrays.blank_reason`).
 
     Returns
     -------
@@ -80,21 +90,40 @@ def overlay(image, heatmap, limit: float | None = None, alpha: float = 0.5,
     gray = grayscale(image)
     h = resize_map(heatmap_2d(heatmap), gray.shape)
     limit = limit_or_default(h, limit)
-    cm = colormap(cmap)
+    signed = bool((h < 0).any()) if signed is None else signed
+    cm = colormap(cmap if signed or not isinstance(cmap, str) or cmap != "bwr"
+                  else SEQUENTIAL_CMAP)
     if ax is None:
         _, ax = plt.subplots(figsize=(4, 4))
     ax.imshow(gray, cmap="gray", vmin=0.0, vmax=1.0)
-    ax.imshow(rgba(h, limit, cm, alpha))
+    ax.imshow(rgba(h, limit, cm, alpha, signed=signed))
     if outline is not None:
         _draw_outline(ax, outline, gray.shape)
-    if colorbar:
-        mappable = ScalarMappable(norm=Normalize(-limit, limit), cmap=cm)
-        ax.figure.colorbar(mappable, ax=ax, fraction=0.046, pad=0.02, ticks=[-limit, 0, limit],
-                           format="%.2g")
+    reason = blank_reason(h)
+    if reason is not None:  # say so on the picture, not a bare radiograph with a dummy scale
+        ax.text(0.5, 0.5, reason, transform=ax.transAxes, ha="center", va="center",
+                fontsize=TITLE_SIZE, color="white",
+                bbox={"facecolor": "black", "alpha": 0.6, "edgecolor": "none"})
+    if colorbar and reason != "zero everywhere":
+        _colorbar(ax.figure, ax, limit, cm, signed, fraction=0.046)
     ax.set_axis_off()
     if title:
-        ax.set_title(title, fontsize=8)
+        ax.set_title(title, fontsize=TITLE_SIZE)
     return ax
+
+
+#: Panel titles and notes: at least the size of the colour bars' numbers (COLORBAR_SIZE).
+TITLE_SIZE = 9
+COLORBAR_SIZE = 8
+
+
+def _colorbar(fig, ax, limit: float, cm, signed: bool, fraction: float) -> None:
+    low = -limit if signed else 0.0
+    mappable = ScalarMappable(norm=Normalize(low, limit), cmap=cm)
+    bar = fig.colorbar(mappable, ax=ax, fraction=fraction, pad=0.02,
+                       ticks=[low, 0, limit] if signed else [0, limit], format="%.2g")
+    bar.ax.tick_params(labelsize=COLORBAR_SIZE)
+    bar.set_label("relevance", fontsize=COLORBAR_SIZE)
 
 
 def _draw_outline(ax: plt.Axes, mask, size: tuple[int, int]) -> None:
@@ -134,15 +163,18 @@ def _panel_grid(n: int, columns: int, panel: float = 2.8):
 
 
 def _draw_panels(fig, axes, images, maps, titles, limits, scale, outlines, alpha, cmap):
-    """Overlay each map on its image; colour bars per panel, or one for a shared scale."""
+    """Overlay each map on its image; colour bars per panel, or one for a shared scale.
+
+    One colour convention per figure: diverging if any of its maps is negative somewhere,
+    else sequential from 0 (rectified maps)."""
+    signed = any(bool((np.asarray(m) < 0).any()) for m in maps)
     for k, ax in enumerate(axes):
         outline = None if outlines is None else outlines[k]
         overlay(images[k], maps[k], limit=limits[k], alpha=alpha, cmap=cmap, ax=ax,
-                outline=outline, title=titles[k], colorbar=scale == "per_map")
+                outline=outline, title=titles[k], colorbar=scale == "per_map", signed=signed)
     if scale == "shared":
-        mappable = ScalarMappable(norm=Normalize(-limits[0], limits[0]), cmap=colormap(cmap))
-        fig.colorbar(mappable, ax=axes, fraction=0.02, pad=0.02,
-                     ticks=[-limits[0], 0, limits[0]], format="%.2g", label="relevance")
+        cm = colormap(cmap if signed or cmap != "bwr" else SEQUENTIAL_CMAP)
+        _colorbar(fig, axes, float(limits[0]), cm, signed, fraction=0.02)
 
 
 def _label_text(label) -> str:
@@ -249,8 +281,8 @@ def grid_methods(image, maps_by_method: Mapping[str, object], class_name: str,
     maps = [heatmap_2d(maps_by_method[n]) for n in names]
     limits = _limits_of(maps, scale, percentile)
     fig, axes = _panel_grid(len(names), columns, panel=3.0)
-    _draw_panels(fig, axes, [image] * len(names), maps, names, limits, scale,
-                 [outline] * len(names), alpha, cmap)
+    _draw_panels(fig, axes, [image] * len(names), maps, [display_name(n) for n in names],
+                 limits, scale, [outline] * len(names), alpha, cmap)
     fig.suptitle(class_name)
     return fig
 
@@ -284,7 +316,7 @@ def with_and_without(image_with, image_without, maps_with: Mapping[str, object],
         limit = max(float(symmetric_limit(m, "per_map", percentile)) for m in pair)
         images += [image_with, image_without]
         maps += pair
-        titles += [f"{name}\nwith", f"{name}\nwithout"]
+        titles += [f"{display_name(name)}\nwith", f"{display_name(name)}\nwithout"]
         limits += [limit, limit]
     fig, axes = _panel_grid(len(maps), 2 * pairs_per_row, panel=2.6)
     _draw_panels(fig, axes, images, maps, titles, np.asarray(limits), "per_map",
