@@ -73,6 +73,8 @@ chexlib.cases                         which predictions to explain: images by ob
 explanations (notebooks 04-05)
 chexlib.methods                       the registry of explanation methods (importable without torch)
 chexlib.display_names                 method and layer names for people (controls, captions, titles)
+chexlib.model_card                    which model a notebook explains, in one paragraph (notebooks 04-07)
+chexlib.notebook_display              tables and warnings readable in a notebook (whole text, one format)
 chexlib.explain                       explanations of the DenseNet-121's predictions
 chexlib.explain.inputs                an explainable copy of the model, class names to indices
 chexlib.explain.canonizers            DenseNet-121 with every BatchNorm merged into a linear layer
@@ -98,6 +100,7 @@ chexlib.heatmap_quality.sanity        cascading model-parameter randomisation
 chexlib.heatmap_quality.artefacts     grid artefacts of heatmaps: the blockiness ratio
 chexlib.heatmap_quality.compare       notebook 06: the pairs, every method's maps and scores per pair
 chexlib.heatmap_quality.summaries     notebook 06: patient-clustered intervals, blank rate and n, verdicts, key insights
+chexlib.heatmap_quality.notes         sentences under a figure: share inside the outline, class-map likeness
 chexlib.heatmap_quality.chexlocalize  CheXlocalize's protocol: Otsu segmentation, hit rate, mIoU, bootstrap CIs
 
 the shortcut lab (a planted confounder: does the model use it, which explanation shows it)

@@ -204,3 +204,14 @@ def test_the_display_carries_a_static_picture_for_viewers_without_a_kernel(tiny_
     assert base64.b64decode(bundle["image/png"]) == browser.view.png
     assert bundle["image/png"] in bundle["text/html"] and "static copy" in bundle["text/html"]
     assert bundle["text/plain"].startswith("HeatmapBrowser: ") and "VBox" not in bundle["text/plain"]
+
+
+def test_focus_state_opens_on_the_row_filtered_to_its_outcome(browser, tiny_run):
+    from chexlib.browser import focus_state
+
+    _, _, _, outcomes = tiny_run
+    name, kind, _ = _a_pair(outcomes, want_empty=False)
+    rows = filtered_rows(browser.reported, name, kind)
+    state = focus_state(browser.reported, name, rows[1], "gradcam")
+    assert (state.outcome, state.position, state.method) == (kind, 1, "gradcam")
+    assert render(state, browser.reported, browser.source).row == rows[1]

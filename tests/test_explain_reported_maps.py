@@ -56,6 +56,25 @@ def test_fill_store_stores_every_class_of_the_first_n_images_once(run, tmp_path)
     assert fill_store(store, model, reported, "gradcam", 1000)[0] == len(reported) - 4
 
 
+def test_fill_store_also_stores_the_rows_the_galleries_show(run, tmp_path):
+    from chexlib.explain.reported_maps import focus_rows
+
+    reported, model = run
+    picked = focus_rows(reported, ["Edema", "Support Devices"])
+    expected_rows = sorted({r for name in ("Edema", "Support Devices")
+                            for kind in ("TP", "FP", "FN") for r in reported.pick(name, kind, 1)})
+    assert picked == expected_rows and picked  # the demo run has cases
+    extra = [r for r in picked if r >= 2]
+    store = MapStore(tmp_path, model=weights_fingerprint(model), durable=False)
+    computed, _ = fill_store(store, model, reported, "gradcam", 2, extra_rows=extra)
+    assert computed == 2 + len(extra)
+    # Each stored file holds its own image's maps (not those of the k-th image of the batch).
+    reference = gradcam(model, reported.images(extra)).numpy()
+    for k, r in enumerate(extra):
+        np.testing.assert_allclose(store.load("gradcam", reported.paths[r]), reference[k],
+                                   rtol=1e-3, atol=1e-6)
+
+
 def test_outcome_galleries_are_outcome_gallery_per_observation_with_names(run):
     reported, _ = run
     calls = []

@@ -78,16 +78,25 @@ def test_sanity_curves_mean_over_images_per_step_with_block_ticks():
     assert len(default.get_xticklabels()) == len(CASCADE) + 1
 
 
-def test_metric_summary_heatmap_annotates_every_value():
-    summary = pd.DataFrame({"mass": [0.5, 0.25], "AOPC gap": [np.nan, 1.5]},
-                           index=pd.Index(["a", "b"], name="method"))
+def test_metric_summary_heatmap_scales_each_column_and_marks_what_is_missing():
+    summary = pd.DataFrame({"mass": [0.5, 0.25], "AOPC gap": [np.nan, 1.5],
+                            "shortcut": [0.1, 0.3]},
+                           index=pd.Index(["gradcam", "b"], name="method"))
     fig = metric_summary_heatmap(summary)
     ax = fig.axes[0]
-    assert [t.get_text() for t in ax.texts] == ["0.50", "0.25", "1.50"]  # NaN: no annotation
-    assert [t.get_text() for t in ax.get_yticklabels()] == ["a", "b"]
-    assert [t.get_text() for t in ax.get_xticklabels()] == ["mass", "AOPC gap"]
+    texts = [t.get_text() for t in ax.texts]
+    assert texts == ["0.50", "0.25", "not\nmeasured", "1.50", "0.10", "0.30"]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["Grad-CAM", "b"]  # display names
+    assert [t.get_text() for t in ax.get_xticklabels()] == [
+        "mass", "AOPC gap", "shortcut\n(lower is better)"]
     assert ax.get_title().startswith("metric summary")
-    assert fig.get_size_inches()[1] == pytest.approx(0.45 * 2 + 1)
+    # Per column, the better value gets the brightest colour: the higher mass, the lower share.
+    viridis = plt.get_cmap("viridis")
+    colours = {(round(p.get_x()), round(p.get_y())): p.get_facecolor() for p in ax.patches}
+    np.testing.assert_allclose(colours[(0, 0)], viridis(1.0))  # mass 0.50 of [0.25, 0.50]
+    np.testing.assert_allclose(colours[(0, 1)], viridis(0.0))
+    np.testing.assert_allclose(colours[(2, 0)], viridis(1.0))  # shortcut 0.10: lower is better
+    np.testing.assert_allclose(colours[(1, 1)], viridis(0.5))  # one value: the middle
 
 
 def test_localisation_vs_auroc_draws_one_point_per_observation_and_method():

@@ -256,3 +256,17 @@ def test_grid_images_layout():
     assert len(fig.axes) == 6  # five panels, one shared colour bar; the sixth slot is removed
     with pytest.raises(ParameterError, match="titles"):
         grid_images(images, maps, titles[:2])
+
+
+def test_rgb_grid_has_labelled_colour_bars_the_outline_and_display_names():
+    from chexlib.plots.galleries import rgb_grid
+
+    maps = {"epsilon": np.linspace(-1, 1, 400).reshape(20, 20), "gradcam": np.ones((20, 20))}
+    outline = np.zeros((20, 20), bool)
+    outline[5:10, 5:10] = True
+    fig = rgb_grid(maps, outline=outline)
+    panels = [ax for ax in fig.axes if ax.get_title()]
+    assert [ax.get_title() for ax in panels] == ["LRP-ε", "Grad-CAM"]
+    assert all(ax.collections for ax in panels)  # the outline's contour
+    bars = [ax for ax in fig.axes if ax.get_ylabel() == "relevance"]
+    assert len(bars) == 2

@@ -5,9 +5,17 @@
 ``chexlib.browser.widget``  the ipywidgets controls wired to :func:`render`
 """
 
-from chexlib.browser.render import OUTCOME_FILTERS, VIEWS, BrowserState, View, filtered_rows, render
+from chexlib.browser.render import (
+    OUTCOME_FILTERS,
+    VIEWS,
+    BrowserState,
+    View,
+    filtered_rows,
+    focus_state,
+    render,
+)
 from chexlib.browser.source import MapSource
 from chexlib.browser.widget import HeatmapBrowser
 
 __all__ = ["OUTCOME_FILTERS", "VIEWS", "BrowserState", "HeatmapBrowser", "MapSource", "View",
-           "filtered_rows", "render"]
+           "filtered_rows", "focus_state", "render"]

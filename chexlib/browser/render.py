@@ -114,6 +114,15 @@ class View:
     blank: str | None = None
 
 
+def focus_state(reported, observation: str, row: int, method: str, **fields) -> BrowserState:
+    """A browser state that opens on reported ``row`` for ``observation``: filtered to that
+    row's outcome, positioned on it (a notebook's focus case)."""
+    outcome = reported.outcome(row, observation)
+    position = filtered_rows(reported, observation, outcome).index(int(row))
+    return BrowserState(observation=observation, outcome=outcome, method=method,
+                        position=position, **fields)
+
+
 def filtered_rows(reported, observation: str, outcome: str) -> list[int]:
     """Reported rows whose prediction for ``observation`` has ``outcome`` ("all": every row)."""
     if outcome == "all":

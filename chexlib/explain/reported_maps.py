@@ -42,9 +42,21 @@ def outcome_explainer(model: nn.Module, reported, method: str,
     return explain_rows
 
 
+def focus_rows(reported, observations, outcomes=("TP", "FP", "FN"), per_outcome: int = 1
+               ) -> list[int]:
+    """The reported rows the notebooks point at: for each observation and outcome, the
+    ``per_outcome`` most confident (each gallery's first cases), sorted, without repeats."""
+    rows = {r for name in observations for kind in outcomes
+            for r in reported.pick(name, kind, per_outcome)}
+    return sorted(int(r) for r in rows)
+
+
 def fill_store(store: MapStore, model: nn.Module, reported, method: str, n: int,
-               device: str | torch.device = "cpu", batch_size: int = 16) -> tuple[int, float]:
-    """Store the maps of all classes of the first ``n`` reported images under ``method``.
+               device: str | torch.device = "cpu", batch_size: int = 16,
+               extra_rows=()) -> tuple[int, float]:
+    """Store the maps of all classes of the first ``n`` reported images under ``method``, and
+    of ``extra_rows`` (e.g. :func:`focus_rows`: the cases the galleries show, so that the
+    browser opens them at once).
 
     Only images without a valid stored map (missing, corrupt or of another model) are computed,
     ``batch_size`` at a time.
@@ -52,14 +64,16 @@ def fill_store(store: MapStore, model: nn.Module, reported, method: str, n: int,
     Returns
     -------
     computed : int
-        How many images were explained (the others, of ``min(n, len(reported))``, were stored).
+        How many images were explained (the others were stored already).
     seconds : float
         Wall-clock time of the whole fill.
     """
-    paths = [reported.paths[r] for r in range(min(n, len(reported)))]
+    rows = sorted({*range(min(n, len(reported))), *(int(r) for r in extra_rows)})
+    paths = [reported.paths[r] for r in rows]
     start = time.perf_counter()
-    computed = store.fill(method, paths,
-                          lambda positions: explain(model, reported.images(positions).to(device),
-                                                    method),
-                          batch_size=batch_size)
+    def compute(positions):  # positions index ``paths``, not the reported rows
+        images = reported.images([rows[p] for p in positions]).to(device)
+        return explain(model, images, method)
+
+    computed = store.fill(method, paths, compute, batch_size=batch_size)
     return computed, time.perf_counter() - start

@@ -15,9 +15,17 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import matplotlib.pyplot as plt
 
+from chexlib.display_names import display_name
 from chexlib.errors import ParameterError
-from chexlib.plots.heatmap_arrays import as_numpy, heatmap_2d, rgb_heatmap
-from chexlib.plots.heatmaps import _limits_of, _panel_grid, grid_images
+from chexlib.plots.heatmap_arrays import as_numpy, colormap, heatmap_2d, rgb_heatmap
+from chexlib.plots.heatmaps import (
+    TITLE_SIZE,
+    _colorbar,
+    _draw_outline,
+    _limits_of,
+    _panel_grid,
+    grid_images,
+)
 
 Explain = Callable[[list[int], str], object]
 
@@ -105,8 +113,12 @@ def outcome_galleries(reported, observations: Sequence[str], explain: Explain, p
 
 def rgb_grid(maps_by_method: Mapping[str, object], title: str = "",
              scale: str = "per_map", columns: int = 7, cmap: str = "coldnhot",
-             percentile: float = 99.5) -> plt.Figure:
+             percentile: float = 99.5, outline=None) -> plt.Figure:
     """The study's rendering: each map as an RGB heatmap on its own (no radiograph under it).
+
+    Each panel has a colour bar labelled "relevance" (``-limit`` .. ``+limit``; 0 is black in
+    ``coldnhot``) and, given ``outline``, the finding's ground truth as a lime contour, since no
+    radiograph shows where the finding is.
 
     Parameters
     ----------
@@ -114,17 +126,21 @@ def rgb_grid(maps_by_method: Mapping[str, object], title: str = "",
     scale : {"per_map", "shared"}
     cmap : str
         ``"coldnhot"`` (zennit's; negative cyan-blue, zero black, positive red-yellow) by default.
+    outline : bool mask [H, W], optional
     """
     if not maps_by_method:
         raise ParameterError("rgb_grid: maps_by_method is empty")
     names = list(maps_by_method)
     maps = [heatmap_2d(maps_by_method[name]) for name in names]
     limits = _limits_of(maps, scale, percentile)
-    fig, axes = _panel_grid(len(names), columns, panel=2.4)
+    fig, axes = _panel_grid(len(names), columns, panel=2.6)
     for ax, name, heatmap, limit in zip(axes, names, maps, limits):
         ax.imshow(rgb_heatmap(heatmap, float(limit), cmap=cmap))
-        ax.set_title(name, fontsize=8)
+        if outline is not None:
+            _draw_outline(ax, outline, heatmap.shape)
+        ax.set_title(display_name(name), fontsize=TITLE_SIZE)
         ax.set_axis_off()
+        _colorbar(fig, ax, float(limit), colormap(cmap), True, fraction=0.046)
     if title:
         fig.suptitle(title)
     return fig

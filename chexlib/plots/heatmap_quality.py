@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
+from chexlib.display_names import display_name
 from chexlib.heatmap_quality.sanity import CASCADE
 
 
@@ -90,15 +91,48 @@ def sanity_curves(randomisation: pd.DataFrame, blocks: Sequence[str] = CASCADE) 
     return fig
 
 
+#: Metric-summary columns where a lower value is the better one.
+LOWER_IS_BETTER = ("blank_rate", "shortcut", "class correlation", "AOPC LeRF")
+
+
 def metric_summary_heatmap(summary: pd.DataFrame) -> plt.Figure:
-    """The metric summary as an annotated heatmap, one row per method.
+    """The metric summary as an annotated table, one row per method, coloured per column.
 
     ``summary`` is :func:`~chexlib.heatmap_quality.summaries.metric_summary` (indexed by method).
+    Each column has its own colour scale (the metrics have different ranges), oriented so that
+    the better value is always the brighter colour: columns in :data:`LOWER_IS_BETTER` are
+    reversed and marked "(lower is better)". A metric a method was not scored on reads
+    "not measured" on grey.
     """
-    fig, ax = plt.subplots(figsize=(8, 0.45 * len(summary) + 1), layout="constrained")
-    sns.heatmap(summary.astype(float), annot=True, fmt=".2f", cmap="viridis", cbar=False, ax=ax)
-    ax.set_title("metric summary (higher is better, except blank rate, shortcut share and "
-                 "class correlation)")
+    values = summary.astype(float)
+    fig, ax = plt.subplots(figsize=(1.25 * values.shape[1] + 2.5, 0.42 * len(values) + 1.4),
+                           layout="constrained")
+    cmap = plt.get_cmap("viridis")
+    for j, column in enumerate(values.columns):
+        col = values[column].to_numpy()
+        finite = col[np.isfinite(col)]
+        low, high = (finite.min(), finite.max()) if len(finite) else (0.0, 1.0)
+        for i, value in enumerate(col):
+            if not np.isfinite(value):
+                ax.add_patch(plt.Rectangle((j, i), 1, 1, color="0.85"))
+                ax.text(j + 0.5, i + 0.5, "not\nmeasured", ha="center", va="center", fontsize=7,
+                        color="0.35")
+                continue
+            good = 0.5 if high == low else (value - low) / (high - low)
+            if column in LOWER_IS_BETTER:
+                good = 1.0 - good
+            ax.add_patch(plt.Rectangle((j, i), 1, 1, color=cmap(good)))
+            ax.text(j + 0.5, i + 0.5, f"{value:.2f}", ha="center", va="center", fontsize=9,
+                    color="black" if good > 0.6 else "white")
+    ax.set_xlim(0, values.shape[1])
+    ax.set_ylim(len(values), 0)
+    ax.set_xticks(np.arange(values.shape[1]) + 0.5, [
+        f"{c}\n(lower is better)" if c in LOWER_IS_BETTER else c for c in values.columns],
+        rotation=30, ha="right", fontsize=9)
+    ax.set_yticks(np.arange(len(values)) + 0.5, [display_name(m) for m in values.index],
+                  fontsize=9)
+    ax.tick_params(length=0)
+    ax.set_title("metric summary: each column on its own scale, brighter = better")
     return fig
 
 
