@@ -18,7 +18,7 @@ DISPLAY_NAMES: dict[str, str] = {
     "montavon2019": "LRP Montavon 2019",
     "montavon2019_epsilon_pixels": "LRP Montavon 2019, ε on pixels",
     "gradcam": "Grad-CAM", "gradcam_pp": "Grad-CAM++", "lrp_gradcam": "LRP × Grad-CAM",
-    "random": "random map",
+    "random": "random map", "gradcam_signed": "Grad-CAM signed (no ReLU)",
 }
 #: Where a CAM method is computed, in words (the layer names of torchvision's DenseNet-121).
 LAYER_NAMES: dict[str, str] = {
