@@ -160,8 +160,14 @@ def test_key_insights_follow_the_numbers():
     assert lines[0].startswith("Localisation: a puts the largest share") and "b" in lines[0]
     assert "over 40 of 40 maps" in lines[0]  # what the mean is over (no blank column here)
     assert "do not overlap" in lines[0]
-    assert "for 1 of 2 methods" in lines[1] and lines[1].endswith(": a.")
+    assert "for 1 of 2 methods" in lines[1] and ": a." in lines[1]
+    # The example names the method, both means with their intervals, and the n behind each.
+    tp = scores[(scores["method"] == "a") & (scores["outcome"] == "TP")]["mass"].mean()
+    assert f"The widest gap, a: mass {tp:.2f} (" in lines[1] and "n=20) on true" in lines[1]
     assert "in b's order" in lines[2] and "0.90" in lines[2]
+    morf = faithfulness[(faithfulness["method"] == "b") & (faithfulness["order"] == "morf")].iloc[0]
+    assert (f"b ({morf['aopc']:.2f} ({morf['aopc low']:.2f}-{morf['aopc high']:.2f}, n=1)"
+            in lines[2])
     assert "b reveals it most" in lines[3] and "0.60" in lines[3]
 
 
