@@ -168,6 +168,10 @@ def test_key_insights_follow_the_numbers():
     morf = faithfulness[(faithfulness["method"] == "b") & (faithfulness["order"] == "morf")].iloc[0]
     assert (f"b ({morf['aopc']:.2f} ({morf['aopc low']:.2f}-{morf['aopc high']:.2f}, n=1)"
             in lines[2])
+    random = faithfulness[(faithfulness["method"] == "random")
+                          & (faithfulness["order"] == "morf")].iloc[0]
+    apart = morf["aopc low"] > random["aopc high"]  # one value each: 0.9 against 0.0
+    assert apart and "the intervals do not overlap" in lines[2]
     assert "b reveals it most" in lines[3] and "0.60" in lines[3]
 
 
@@ -480,3 +484,15 @@ def test_chexlocalize_evaluation_scores_the_ground_truth_images(run):
     assert hit["estimate"] == float(box[peak])
     assert np.isnan(table.loc[("gradcam", "hit rate", "Edema"), "estimate"])  # no finding anywhere
     assert chexlocalize_evaluation(model, reported, {}, ["gradcam"]).empty
+
+
+def test_morf_insight_says_whether_the_interval_clears_random_removal():
+    from chexlib.heatmap_quality.summaries import _morf_apart
+
+    table = pd.DataFrame({"method": ["x", "random"], "order": ["morf", "morf"],
+                          "aopc": [3.06, 1.23], "aopc low": [1.81, 0.23],
+                          "aopc high": [4.35, 2.12]})
+    assert "intervals overlap" in _morf_apart(table, "x")  # 1.81 < 2.12
+    table.loc[0, "aopc low"] = 2.5
+    assert _morf_apart(table, "x") == ": the intervals do not overlap"
+    assert _morf_apart(table.iloc[:1], "x") == ""  # no random order measured: nothing said

@@ -152,8 +152,9 @@ def key_insights(localisation: pd.DataFrame, faithfulness: pd.DataFrame,
                 f"(AOPC MoRF - LeRF = {gap.iloc[0]:.2f}; random order: "
                 f"{gap.get(RANDOM, float('nan')):.2f}); by MoRF alone, which does not favour "
                 f"signed maps, {morf.index[0]} ({_aopc(faithfulness, morf.index[0])}; random "
-                f"order: {_aopc(faithfulness, RANDOM)}). The gap is a difference of two means "
-                "and has no interval of its own: it ranks, the MoRF intervals separate.")
+                f"order: {_aopc(faithfulness, RANDOM)}"
+                + _morf_apart(faithfulness, morf.index[0]) + "). The gap is a difference of two "
+                "means without an interval of its own: it ranks the methods, no more.")
     group = MARKER_GROUP
     marked = shortcut[(shortcut["observation group"] == group) & (shortcut["method"] != RANDOM)]
     if len(marked) and marked["share"].notna().any():
@@ -180,6 +181,16 @@ def _aopc(faithfulness: pd.DataFrame, method: str) -> str:
         text += f" ({row['aopc low']:.2f}-{row['aopc high']:.2f}"
         text += f", n={int(row['aopc n'])})" if "aopc n" in row else ")"
     return text
+
+
+def _morf_apart(faithfulness: pd.DataFrame, method: str) -> str:
+    """Whether ``method``'s MoRF interval lies above the random order's."""
+    morf = faithfulness[faithfulness["order"] == "morf"].set_index("method")
+    if "aopc low" not in morf or method not in morf.index or RANDOM not in morf.index:
+        return ""
+    apart = morf.loc[method, "aopc low"] > morf.loc[RANDOM, "aopc high"]
+    return ": the intervals do not overlap" if apart else (
+        ": the intervals overlap, so this sample does not separate it from random removal")
 
 
 def _behind(row) -> str:
