@@ -215,3 +215,7 @@ def test_focus_state_opens_on_the_row_filtered_to_its_outcome(browser, tiny_run)
     state = focus_state(browser.reported, name, rows[1], "gradcam")
     assert (state.outcome, state.position, state.method) == (kind, 1, "gradcam")
     assert render(state, browser.reported, browser.source).row == rows[1]
+    with pytest.raises(ValueError, match=r"row=99: expected a reported row, 0 to 11"):
+        focus_state(browser.reported, name, 99, "gradcam")
+    with pytest.raises(ValueError, match="observation='Edemas'"):
+        focus_state(browser.reported, "Edemas", 0, "gradcam")

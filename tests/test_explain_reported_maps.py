@@ -73,6 +73,8 @@ def test_fill_store_also_stores_the_rows_the_galleries_show(run, tmp_path):
     for k, r in enumerate(extra):
         np.testing.assert_allclose(store.load("gradcam", reported.paths[r]), reference[k],
                                    rtol=1e-3, atol=1e-6)
+    with pytest.raises(ValueError, match=r"extra_rows=\[-1, 5000\]: expected reported rows"):
+        fill_store(store, model, reported, "gradcam", 2, extra_rows=[-1, 3, 5000])
 
 
 def test_outcome_galleries_are_outcome_gallery_per_observation_with_names(run):

@@ -117,7 +117,12 @@ class View:
 def focus_state(reported, observation: str, row: int, method: str, **fields) -> BrowserState:
     """A browser state that opens on reported ``row`` for ``observation``: filtered to that
     row's outcome, positioned on it (a notebook's focus case)."""
-    outcome = reported.outcome(row, observation)
+    if observation not in OBSERVATIONS:
+        raise ParameterError(f"observation={observation!r}: expected one of "
+                             f"{', '.join(OBSERVATIONS)}")
+    if not 0 <= int(row) < len(reported):
+        raise ParameterError(f"row={row!r}: expected a reported row, 0 to {len(reported) - 1}")
+    outcome = reported.outcome(int(row), observation)
     position = filtered_rows(reported, observation, outcome).index(int(row))
     return BrowserState(observation=observation, outcome=outcome, method=method,
                         position=position, **fields)

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from chexlib.explain.dispatch import explain
+from chexlib.errors import ParameterError
 from chexlib.explain.store import MapStore
 
 
@@ -68,6 +69,10 @@ def fill_store(store: MapStore, model: nn.Module, reported, method: str, n: int,
     seconds : float
         Wall-clock time of the whole fill.
     """
+    bad = [r for r in extra_rows if not 0 <= int(r) < len(reported)]
+    if bad:
+        raise ParameterError(f"extra_rows={bad}: expected reported rows, 0 to "
+                             f"{len(reported) - 1}")
     rows = sorted({*range(min(n, len(reported))), *(int(r) for r in extra_rows)})
     paths = [reported.paths[r] for r in rows]
     start = time.perf_counter()
