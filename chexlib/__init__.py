@@ -100,7 +100,7 @@ chexlib.heatmap_quality.sanity        cascading model-parameter randomisation
 chexlib.heatmap_quality.artefacts     grid artefacts of heatmaps: the blockiness ratio
 chexlib.heatmap_quality.compare       notebook 06: the pairs, every method's maps and scores per pair
 chexlib.heatmap_quality.summaries     notebook 06: patient-clustered intervals, blank rate and n, verdicts, key insights
-chexlib.heatmap_quality.notes         sentences under a figure: share inside the outline, class-map likeness
+chexlib.heatmap_quality.notes         sentences under a figure: inside the outline, blue, class likeness, detection
 chexlib.heatmap_quality.chexlocalize  CheXlocalize's protocol: Otsu segmentation, hit rate, mIoU, bootstrap CIs
 
 the shortcut lab (a planted confounder: does the model use it, which explanation shows it)

@@ -4,7 +4,8 @@
 columns whole (the LRP composites' "rules per layer" is the lesson, not something to cut with
 "...") and floats in one plain format (no switch to scientific notation inside a column).
 Warnings print once each, as one short line on standard output, not as a red block that reads
-like a traceback.
+like a traceback. :func:`with_display_names` shows a table's method names as a reader knows them
+(the saved CSVs keep the registry's names, which code reads back).
 """
 
 from __future__ import annotations
@@ -14,7 +15,10 @@ import warnings
 
 import pandas as pd
 
-__all__ = ["FLOAT_FORMAT", "format_warning", "readable_output", "show_warning"]
+from chexlib.display_names import display_name
+
+__all__ = ["FLOAT_FORMAT", "format_warning", "readable_output", "show_warning",
+           "with_display_names"]
 
 
 def FLOAT_FORMAT(value: float) -> str:  # noqa: N802 - a pandas option value, named like one
@@ -44,3 +48,29 @@ def readable_output() -> None:
     pd.set_option("display.float_format", FLOAT_FORMAT)
     warnings.showwarning = show_warning
     warnings.simplefilter("once")
+
+
+def with_display_names(table: pd.DataFrame, column: str = "method") -> pd.DataFrame:
+    """A copy of ``table`` whose method names read as in the browser ("LRP-α2β1", "Grad-CAM at
+    dense block 3"): the values of ``column``, an index level of that name, and column labels
+    that are method names (a pivot with one column per method).
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+    column : str
+        The name of the column (or index level) holding method names.
+    """
+    shown = table.copy()
+    if column in shown.columns:
+        shown[column] = shown[column].map(display_name)
+    if column in (shown.index.names or []):
+        if isinstance(shown.index, pd.MultiIndex):
+            level = shown.index.names.index(column)
+            shown.index = shown.index.set_levels(
+                shown.index.levels[level].map(display_name), level=level)
+        else:
+            shown.index = shown.index.map(display_name).rename(column)
+    if shown.columns.name == column:
+        shown.columns = shown.columns.map(display_name).rename(column)
+    return shown

@@ -4,8 +4,9 @@ Debian's headless Chromium, as a person would use it.
 Opens a notebook that shows the browser over a demo run on a blank Grad-CAM map and checks the
 picture's message; changes the method to one whose maps are computed and checks that a
 "computing" state showed; presses the image slider three times quickly and checks that one
-rendering ran (the debounce); and opens an executed copy of the notebook without a kernel and
-checks that it shows the picture.
+rendering ran (the debounce); and opens an executed copy of the notebook in a second JupyterLab
+that has no kernel at all, and checks that the kernel indicator says "No Kernel" and the output
+shows the stored picture and caption.
 Screenshots go to the test's folder and to ``runs/test-output/browser_e2e/`` (git-ignored).
 Skips, saying why, where Chromium or Playwright is missing (``.ci/run`` installs Chromium).
 """
@@ -35,6 +36,7 @@ if CHROMIUM is None:
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = 48
+TOKEN = "chexlib-e2e"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
                  "--disable-dev-shm-usage"]
@@ -78,19 +80,51 @@ def _notebook(path: Path, run_dir: Path, observation: str, row: int) -> None:
 
 def _executed_copy(source: Path, target: Path, env: dict) -> None:
     """The notebook executed as the series executes its notebooks (nbclient, widget state
-    stored), its kernel name removed: opened, JupyterLab asks which kernel, and gets none."""
+    stored in the notebook's metadata)."""
     from nbclient import NotebookClient
 
     nb = nbformat.read(source, as_version=4)
     NotebookClient(nb, timeout=300, kernel_name="python3", resources={
         "metadata": {"path": str(source.parent)}}).execute(env=env)
-    del nb.metadata["kernelspec"]  # JupyterLab then asks for a kernel: the test says none
     nbformat.write(nb, target)
+
+
+def _start_lab(env: dict, work: Path, log_path: Path, *options: str):
+    """A JupyterLab server on loopback serving ``work``: (process, url, log)."""
+    port, token = _free_port(), TOKEN
+    log = open(log_path, "w")  # noqa: SIM115 (open while the server runs)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "jupyter", "lab", "--no-browser", f"--port={port}",
+         "--ServerApp.ip=127.0.0.1", f"--IdentityProvider.token={token}", "--allow-root",
+         f"--ServerApp.root_dir={work}", "--LabApp.news_url=", "--ServerApp.disable_check_xsrf=True",
+         *options], env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            urllib.request.urlopen(f"{url}/api/status?token={token}", timeout=2)
+            return server, url, log
+        except OSError:
+            if server.poll() is not None or time.monotonic() > deadline:
+                server.kill()
+                pytest.fail(f"JupyterLab did not start: {log_path.read_text()[-2000:]}")
+            time.sleep(0.5)
+
+
+def _stop_lab(server, log) -> None:
+    server.terminate()
+    try:
+        server.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        server.kill()
+    log.close()
 
 
 @pytest.fixture(scope="module")
 def jupyterlab(tmp_path_factory, tiny_run):
-    """A JupyterLab server on loopback whose python3 kernel is this interpreter."""
+    """Two JupyterLab servers on loopback over the same folder: one whose python3 kernel is this
+    interpreter, and one with no kernel at all (every kernel spec filtered out), where an
+    executed notebook opens as it would for a reader without the project installed."""
     data_root, run_dir, _, _ = tiny_run
     home = tmp_path_factory.mktemp("jupyter")
     kernel_dir = home / "data" / "kernels" / "python3"
@@ -102,35 +136,17 @@ def jupyterlab(tmp_path_factory, tiny_run):
     work.mkdir()
     observation, row = _blank_case(run_dir)
     _notebook(work / "browser.ipynb", run_dir, observation, row)
-    port, token = _free_port(), "chexlib-e2e"
     env = {**os.environ, "JUPYTER_PATH": str(home / "data"), "JUPYTER_DATA_DIR": str(home / "data"),
            "JUPYTER_CONFIG_DIR": str(home / "config"), "JUPYTER_RUNTIME_DIR": str(home / "rt"),
            "OMP_NUM_THREADS": "1"}
     _executed_copy(work / "browser.ipynb", work / "executed.ipynb", env)
-    log = open(home / "server.log", "w")  # noqa: SIM115 (open while the server runs)
-    server = subprocess.Popen(
-        [sys.executable, "-m", "jupyter", "lab", "--no-browser", f"--port={port}",
-         "--ServerApp.ip=127.0.0.1", f"--IdentityProvider.token={token}", "--allow-root",
-         f"--ServerApp.root_dir={work}", "--LabApp.news_url=", "--ServerApp.disable_check_xsrf=True"],
-        env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while True:
-        try:
-            urllib.request.urlopen(f"{url}/api/status?token={token}", timeout=2)
-            break
-        except OSError:
-            if server.poll() is not None or time.monotonic() > deadline:
-                server.kill()
-                pytest.fail(f"JupyterLab did not start: {(home / 'server.log').read_text()[-2000:]}")
-            time.sleep(0.5)
-    yield url, token, row
-    server.terminate()
-    try:
-        server.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        server.kill()
-    log.close()
+    lab, url, log = _start_lab(env, work, home / "server.log")
+    bare, bare_url, bare_log = _start_lab(
+        env, work, home / "server_no_kernel.log",
+        "--KernelSpecManager.allowed_kernelspecs={'no-such-kernel'}")
+    yield url, bare_url, row
+    _stop_lab(lab, log)
+    _stop_lab(bare, bare_log)
 
 
 def _picture(page):
@@ -177,14 +193,14 @@ _WATCH_BUSY = """() => {
 }"""
 
 
-def _open(page, url, token, name, workspace="default"):
+def _open(page, url, name, workspace="default"):
     # A workspace of its own per notebook: only that notebook is open in the page.
-    page.goto(f"{url}/lab/workspaces/{workspace}/tree/{name}?reset&token={token}")
+    page.goto(f"{url}/lab/workspaces/{workspace}/tree/{name}?reset&token={TOKEN}")
     page.locator(".jp-Notebook").first.wait_for(timeout=90_000)
 
 
 def test_browser_in_jupyterlab(jupyterlab, tmp_path):
-    url, token, row = jupyterlab
+    url, bare_url, row = jupyterlab
     shots = [tmp_path, ROOT / "runs" / "test-output" / "browser_e2e"]
     shots[1].mkdir(parents=True, exist_ok=True)
 
@@ -195,7 +211,7 @@ def test_browser_in_jupyterlab(jupyterlab, tmp_path):
     with playwright.sync_playwright() as p:
         chromium = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         page = chromium.new_page(viewport={"width": 1280, "height": 1300})
-        _open(page, url, token, "browser.ipynb")
+        _open(page, url, "browser.ipynb")
         select = page.locator(".jp-Dialog button", has_text="Select")
         try:  # JupyterLab may ask which kernel to start: the (only) Python 3
             select.first.click(timeout=20_000)
@@ -248,22 +264,26 @@ def test_browser_in_jupyterlab(jupyterlab, tmp_path):
         assert not [t for t in texts if "Error" in t or "Traceback" in t], texts
         assert page.locator(".jp-RenderedText:has-text('Traceback')").count() == 0
 
-        # 4. The executed notebook opened afresh: the page has none of the widget models (as
-        # with no kernel, nbviewer or GitHub), and shows the picture, not a line of text.
+        # 4. The executed notebook opened where no kernel exists (as a reader without the project
+        # would open it): the kernel indicator says "No Kernel", and the output shows the stored
+        # picture and caption, not a line of text.
         static = chromium.new_page(viewport={"width": 1280, "height": 1300})
-        _open(static, url, token, "executed.ipynb", workspace="static")
+        _open(static, bare_url, "executed.ipynb", workspace="static")
         no_kernel = static.locator(".jp-Dialog button", has_text="No Kernel")
-        try:  # where JupyterLab asks which kernel (the notebook names none): none
-            no_kernel.first.click(timeout=10_000)
+        try:  # JupyterLab asks which kernel, the notebook's python3 being missing: none
+            no_kernel.first.click(timeout=20_000)
         except playwright.TimeoutError:
             pass
+        kernel_name = static.locator(".jp-KernelName").first
+        kernel_name.wait_for(timeout=30_000)
         output = static.locator(".jp-Notebook .jp-Cell").nth(1).locator(".jp-OutputArea-output")
         try:
             output.locator("img").first.wait_for(state="visible", timeout=60_000)
         except Exception:
             screenshot(static, "failed_static.png")
             raise
-        screenshot(static, "04_executed_opened_afresh.png")
+        screenshot(static, "04_executed_opened_without_a_kernel.png")
+        assert kernel_name.inner_text().strip() == "No Kernel", kernel_name.inner_text()
         text = output.first.inner_text()
         assert "VBox(" not in text and "Error displaying widget" not in text, text
         assert "This map shows nothing" in text

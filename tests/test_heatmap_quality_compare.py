@@ -164,7 +164,7 @@ def test_key_insights_follow_the_numbers():
     # The example names the method, both means with their intervals, and the n behind each.
     tp = scores[(scores["method"] == "a") & (scores["outcome"] == "TP")]["mass"].mean()
     assert f"The widest gap, a: mass {tp:.2f} (" in lines[1] and "n=20) on true" in lines[1]
-    assert "in b's order" in lines[2] and "0.90" in lines[2]
+    assert "in the order of the b map" in lines[2] and "0.90" in lines[2]
     morf = faithfulness[(faithfulness["method"] == "b") & (faithfulness["order"] == "morf")].iloc[0]
     assert (f"b ({morf['aopc']:.2f} ({morf['aopc low']:.2f}-{morf['aopc high']:.2f}, n=1)"
             in lines[2])
@@ -172,7 +172,30 @@ def test_key_insights_follow_the_numbers():
                           & (faithfulness["order"] == "morf")].iloc[0]
     apart = morf["aopc low"] > random["aopc high"]  # one value each: 0.9 against 0.0
     assert apart and "the intervals do not overlap" in lines[2]
-    assert "b reveals it most" in lines[3] and "0.60" in lines[3]
+    assert "b reveals it most" in lines[3] and "0.60" in lines[3] and "over 1 map (" in lines[3]
+
+
+def test_key_insights_name_methods_as_the_browser_does():
+    from chexlib.heatmap_quality.summaries import key_insights
+
+    rng = np.random.default_rng(1)
+    scores = pd.DataFrame({
+        "method": ["alpha2_beta1"] * 40 + ["gradcam"] * 40,
+        "outcome": (["TP"] * 20 + ["FN"] * 20) * 2,
+        "mass": np.concatenate([rng.uniform(0.7, 0.9, 20), rng.uniform(0.0, 0.1, 20),
+                                rng.uniform(0.2, 0.3, 40)])})
+    localisation = summary_table(scores, ["method"], ["mass"], n_boot=100)
+    aopc = pd.DataFrame({"method": ["alpha2_beta1"] * 2 + ["gradcam"] * 2,
+                         "order": ["morf", "lerf"] * 2, "aopc": [0.9, 0.1, 0.2, 0.1]})
+    faithfulness = summary_table(aopc, ["method", "order"], ["aopc"], n_boot=20)
+    share = pd.DataFrame({"method": ["alpha2_beta1", "gradcam"],
+                          "observation group": ["correlated with the marker"] * 2,
+                          "share": [0.5, 0.1]})
+    shortcut = summary_table(share, ["method", "observation group"], ["share"], n_boot=20)
+    text = " ".join(key_insights(localisation, faithfulness, shortcut, scores, chance=0.03))
+    assert "alpha2_beta1" not in text and "gradcam" not in text
+    assert "Localisation: LRP-α2β1 puts" in text and "order of the LRP-α2β1 map" in text
+    assert "The widest gap, LRP-α2β1:" in text and "LRP-α2β1 reveals it most" in text
 
 
 def test_localisation_scores_cover_every_method_on_masked_pairs(run):

@@ -112,6 +112,18 @@ def test_outcome_gallery_shows_each_picked_case_or_says_none(reported):
     assert fig is None and len(calls) == 1
 
 
+def test_outcome_gallery_names_the_method_for_people(reported):
+    # A registered method is named as the controls name it; any other text stays as it is.
+    def explain(rows, observation):
+        return np.ones((len(rows), SIZE, SIZE))
+
+    for method, shown in (("alpha2_beta1", "LRP-α2β1"),
+                          ("gradcam-features.denseblock3", "Grad-CAM at dense block 3"),
+                          ("my own map", "my own map")):
+        fig, _ = galleries.outcome_gallery(reported, "Lung Opacity", explain, n=1, method=method)
+        assert fig._suptitle.get_text().endswith(f" · {shown}"), fig._suptitle.get_text()
+
+
 # ------------------------------------------------------------------------------------------------
 # predictions.csv: the probabilities read back bit for bit
 # ------------------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from chexlib.errors import MetricInputError
 from chexlib.shortcut import (SUBGROUPS, causal_table, confounder_shares, drain_subgroups,
                               reveal_table, strata_table)
 from chexlib.shortcut.causal import logit_changes
+from chexlib.shortcut.reveal import bootstrap_spearman
 
 
 def test_subgroups_from_finding_and_drain():
@@ -175,6 +176,64 @@ def test_shares_and_reveal_table_against_hand_and_scipy():
     flat = pd.DataFrame({"share_confounder": [0.1] * 4, "share_finding": [0.0] * 4,
                          "blank": [False] * 4})
     assert np.isnan(reveal_table({"flat": flat}, effects).iloc[0]["spearman_with_effect"])
+
+
+def test_spearman_interval_matches_scipys_bootstrap():
+    from chexlib.shortcut.reveal import spearman_interval
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=25)
+    y = x + 1.5 * rng.normal(size=25)
+    low, high = spearman_interval(x, y, n_boot=4000, seed=0)
+    reference = stats.bootstrap(
+        (x, y), lambda a, b: stats.spearmanr(a, b).statistic, paired=True, vectorized=False,
+        n_resamples=4000, method="percentile", random_state=1).confidence_interval
+    # Two independent Monte-Carlo estimates of the same percentiles: close, not equal.
+    assert low == pytest.approx(reference.low, abs=0.05)
+    assert high == pytest.approx(reference.high, abs=0.05)
+    assert low < stats.spearmanr(x, y).statistic < high
+    assert np.isnan(spearman_interval(x[:2], y[:2])).all()  # too few pairs: no interval
+    same = spearman_interval(x, y, n_boot=500, seed=7)
+    assert same == spearman_interval(x, y, n_boot=500, seed=7)  # seeded
+
+
+def test_reveal_table_adjusts_the_interval_for_the_number_of_methods():
+    rng = np.random.default_rng(5)
+    effects = rng.normal(size=25)
+    shares = {name: pd.DataFrame({"share_confounder": effects + scale * rng.normal(size=25),
+                                  "share_finding": np.full(25, 0.1), "blank": False})
+              for name, scale in (("epsilon", 1.0), ("gradcam", 3.0), ("random", 5.0))}
+    table = reveal_table(shares, effects, n_boot=4000, seed=0).set_index("method")
+    for name, frame in shares.items():
+        x = frame["share_confounder"].to_numpy()
+        rhos = bootstrap_spearman(x, effects, 4000, 0)
+        # Two methods besides the random map: the family interval is the 1 - 0.05 / 2 one.
+        assert table.loc[name, "spearman_family_low"] == pytest.approx(np.percentile(rhos, 1.25))
+        assert table.loc[name, "spearman_family_high"] == pytest.approx(
+            np.percentile(rhos, 98.75))
+        assert table.loc[name, "spearman_low"] == pytest.approx(np.percentile(rhos, 2.5))
+        assert (table.loc[name, "spearman_family_low"] <= table.loc[name, "spearman_low"]
+                <= table.loc[name, "spearman_with_effect"])
+
+
+def test_reveal_insight_claims_tracking_only_when_the_adjusted_interval_excludes_0():
+    from chexlib.shortcut.insights import _reveal
+
+    def table(low, family_low):
+        return pd.DataFrame({"method": ["alpha2_beta1", "gradcam", "random"], "n": [25] * 3,
+                             "share_confounder": [0.2, 0.1, 0.01],
+                             "spearman_with_effect": [0.5, 0.2, 0.1],
+                             "spearman_low": [low, -0.2, -0.3], "spearman_high": [0.8, 0.5, 0.4],
+                             "spearman_family_low": [family_low, -0.3, -0.4],
+                             "spearman_family_high": [0.9, 0.6, 0.5]})
+
+    apart = _reveal(table(0.2, 0.05), effect_shown=True)
+    assert "LRP-α2β1 follows the causal effect best (Spearman +0.50, 95% CI +0.20 to +0.80, " \
+           "n=25 images)" in apart
+    assert "adjusted for the 2 correlations it was picked from (Bonferroni, 97.5%): +0.05 to " \
+           "+0.90, above 0" in apart
+    picked = _reveal(table(0.2, -0.1), effect_shown=True)  # 95% apart from 0, adjusted not
+    assert "which holds 0, so this sample does not show" in picked
 
 
 def _causal_rows(mean, low, high):

@@ -81,7 +81,9 @@ def test_strata_reveal_and_insights_on_the_demo_run(lab):
     shares = {m: confounder_shares(maps[m], tensors["drain"], tensors["finding"]) for m in maps}
     reveal = reveal_table(shares, -effects["Pneumothorax"].to_numpy())
     assert list(reveal.columns) == ["method", "n", "blank_rate", "share_confounder",
-                                    "n_finding", "share_finding", "spearman_with_effect"]
+                                    "n_finding", "share_finding", "spearman_with_effect",
+                                    "spearman_low", "spearman_high", "spearman_family_low",
+                                    "spearman_family_high"]
     assert reveal["share_confounder"].between(0, 1).all()
     lines = shortcut_insights(strata, causal_table(
         effects[list(OBSERVATIONS)].to_numpy(), effects["subgroup"], effects["patient"],

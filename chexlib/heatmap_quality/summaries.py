@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from chexlib.display_names import display_name
 from chexlib.heatmap_quality import localisation
 from chexlib.heatmap_quality.compare import MARKER_GROUP
 from chexlib.methods import RANDOM
@@ -98,7 +99,8 @@ def key_insights(localisation: pd.DataFrame, faithfulness: pd.DataFrame,
     Parameters are the summaries of notebook 06 (:func:`summary_table` outputs for the
     localisation ``mass``, the faithfulness ``aopc`` by method and order, the shortcut
     ``share`` by method and observation group), the per-pair localisation ``scores`` and the
-    random map's chance level.
+    random map's chance level. Methods are named for people
+    (:func:`chexlib.display_names.display_name`).
     """
     lines = []
     real = localisation[(localisation["method"] != RANDOM) & localisation["mass"].notna()]
@@ -107,11 +109,12 @@ def key_insights(localisation: pd.DataFrame, faithfulness: pd.DataFrame,
         best, second = ranked.iloc[0], ranked.iloc[1] if len(ranked) > 1 else None
         separated = second is not None and best["mass low"] > second["mass high"]
         lines.append(
-            f"Localisation: {best['method']} puts the largest share of positive relevance inside "
-            f"the ground truth, {_interval(best, 'mass')}{_behind(best)}; a random map scores "
+            f"Localisation: {display_name(best['method'])} puts the largest share of positive "
+            f"relevance inside the ground truth, {_interval(best, 'mass')}{_behind(best)}; a random map scores "
             f"about {chance:.2f}."
             + ("" if second is None else
-               f" The runner-up, {second['method']}, {_interval(second, 'mass')}{_behind(second)}: "
+               f" The runner-up, {display_name(second['method'])}, {_interval(second, 'mass')}"
+               f"{_behind(second)}: "
                + ("the intervals do not overlap." if separated else
                   "the intervals overlap, so this sample does not separate them.")))
     else:
@@ -133,25 +136,28 @@ def key_insights(localisation: pd.DataFrame, faithfulness: pd.DataFrame,
                     widest = (method, tp, fn, counts)
         total = by_outcome.loc[by_outcome["method"] != RANDOM, "method"].nunique()
         example = "" if widest is None else (
-            f" The widest gap, {widest[0]}: mass {widest[1][0]:.2f} ({widest[1][1]:.2f}-"
+            f" The widest gap, {display_name(widest[0])}: mass {widest[1][0]:.2f} ({widest[1][1]:.2f}-"
             f"{widest[1][2]:.2f}, n={widest[3][0]}) on true positives against "
             f"{widest[2][0]:.2f} ({widest[2][1]:.2f}-{widest[2][2]:.2f}, n={widest[3][1]}) on "
             "false negatives (95% CI over patients).")
         lines.append(
             f"Errors: for {len(worse)} of {total} methods the maps of false negatives localise "
             f"the finding clearly worse than those of true positives (intervals apart)"
-            + (f": {', '.join(worse)}." if worse else "; errors do not look different here.")
+            + (f": {'; '.join(map(display_name, worse))}." if worse else
+               "; errors do not look different here.")
             + example)
     if len(faithfulness):
         pivot = faithfulness.pivot_table(index="method", columns="order", values="aopc")
         if {"morf", "lerf"} <= set(pivot.columns):
             gap = (pivot["morf"] - pivot["lerf"]).dropna().sort_values(ascending=False)
             morf = pivot["morf"].dropna().sort_values(ascending=False)
+            top_gap, top_morf = display_name(gap.index[0]), display_name(morf.index[0])
             lines.append(
-                f"Faithfulness: removing regions in {gap.index[0]}'s order changes the logit most "
+                f"Faithfulness: removing regions in the order of the {top_gap} map changes the "
+                "logit most "
                 f"(AOPC MoRF - LeRF = {gap.iloc[0]:.2f}; random order: "
                 f"{gap.get(RANDOM, float('nan')):.2f}); by MoRF alone, which does not favour "
-                f"signed maps, {morf.index[0]} ({_aopc(faithfulness, morf.index[0])}; random "
+                f"signed maps, {top_morf} ({_aopc(faithfulness, morf.index[0])}; random "
                 f"order: {_aopc(faithfulness, RANDOM)}"
                 + _morf_apart(faithfulness, morf.index[0]) + "). The gap is a difference of two "
                 "means without an interval of its own: it ranks the methods, no more.")
@@ -162,9 +168,11 @@ def key_insights(localisation: pd.DataFrame, faithfulness: pd.DataFrame,
         base = shortcut[(shortcut["method"] == RANDOM) & (shortcut["observation group"] == group)]
         base_share = float(base["share"].iloc[0]) if len(base) else float("nan")
         lines.append(
-            f"Shortcut: for observations correlated with the PORTABLE marker, {top['method']} "
-            f"reveals it most, {_interval(top, 'share')} of its positive relevance on the marker "
-            f"(a random map: {base_share:.2f}).")
+            "Shortcut: for observations correlated with the PORTABLE marker, "
+            f"{display_name(top['method'])} reveals it most, {_interval(top, 'share')} of its positive relevance on the marker"
+            + (f" over {int(top['share n'])} map{'s' * (int(top['share n']) != 1)}"
+               if "share n" in top else "")
+            + f" (a random map: {base_share:.2f}).")
     else:
         lines.append("Shortcut: no sampled image carries the marker for a correlated observation.")
     return lines
@@ -204,7 +212,7 @@ def _behind(row) -> str:
 def _verdict_line(localisation: pd.DataFrame, verdicts: pd.DataFrame) -> str:
     named = {kind: ", ".join(f"{o} (n={n})" for o, n in zip(group["observation"], group["n"]))
              for kind, group in verdicts.groupby("verdict")}
-    method = verdicts.attrs.get("method", "the chosen method")
+    method = display_name(verdicts.attrs.get("method", "the chosen method"))
     return (f"Per observation ({method}, true positives, relevance mass minus chance, intervals "
             f"over patients): localises {named.get('localises', 'none')}; below chance "
             f"{named.get('below chance', 'none')}; undetermined (interval holds chance, or "

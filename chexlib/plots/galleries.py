@@ -57,7 +57,8 @@ def outcome_gallery(reported, observation: str, explain: Explain, n: int = 2,
     outcomes : sequence of "TP", "FP", "FN", "TN"
     scale : {"per_map", "shared"}
     method : str
-        Named in the figure title.
+        Named in the figure title, by its display name
+        (:func:`chexlib.display_names.display_name`) where it is a registered method.
 
     Returns
     -------
@@ -78,7 +79,7 @@ def outcome_gallery(reported, observation: str, explain: Explain, n: int = 2,
         scale=scale, outlines=[reported.outline(r, observation) for r in rows],
         columns=min(len(rows), 2 * n if n > 1 else 3))
     fig.suptitle(f"{observation}: correct and incorrect predictions"
-                 + (f" · {method}" if method else ""))
+                 + (f" · {display_name(method)}" if method else ""))
     return fig, note
 
 

@@ -3,9 +3,10 @@
 A difference between subgroups is claimed when the paired interval of their AUROC gap excludes 0
 (the two AUROCs share their negatives; for a table without the paired row, when their intervals
 are apart); an effect of the drain when its interval excludes 0; otherwise the sentence says that
-the data do not show one, with the numbers and the n behind them. The rank correlations of the
-reveal table have no interval and are reported as descriptions, beside the random map's share
-(the chance level).
+the data do not show one, with the numbers and the n behind them. The reveal table's rank
+correlation is reported with its bootstrap interval; the largest of them is judged by its
+Bonferroni-adjusted interval (it was picked for being large), and a share that tracks the causal
+effect is claimed only when that interval excludes 0. The random map's share is the chance level.
 
 A logit that moves when the drain is removed shows that the model *responds* to the drain's
 pixels, not that it *learned* the drain as pneumothorax evidence from its training labels: a model
@@ -20,6 +21,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from chexlib.display_names import display_name
 from chexlib.methods import RANDOM
 from chexlib.shortcut.strata import GAP
 from chexlib.shortcut.subgroups import SUBGROUPS
@@ -85,7 +87,7 @@ def _reveal(reveal: pd.DataFrame, effect_shown: bool) -> str | None:
     scored = reveal[reveal["method"] != RANDOM]
     has_share = scored["share_confounder"].notna().any()
     top = scored.loc[scored["share_confounder"].idxmax()] if has_share else None
-    share_text = (f"{top['method']} puts the most positive relevance on the drain "
+    share_text = (f"{display_name(top['method'])} puts the most positive relevance on the drain "
                   f"({top['share_confounder']:.1%})" if top is not None else "every map is blank")
     if not effect_shown:
         return (f"Which explanation reveals it: no causal effect is shown, so there is no shortcut "
@@ -96,10 +98,28 @@ def _reveal(reveal: pd.DataFrame, effect_shown: bool) -> str | None:
         return (f"Which explanation reveals it: {share_text}; {chance_text}; too few images "
                 f"(fewer than {MIN_REVEAL_IMAGES}) for a rank correlation with the effect.")
     best = usable.loc[usable["spearman_with_effect"].idxmax()]
+    rho = f"Spearman {best['spearman_with_effect']:+.2f}"
+    m = int(scored["spearman_with_effect"].notna().sum())
+    if np.isfinite(best.get("spearman_low", np.nan)):
+        rho += f", 95% CI {best['spearman_low']:+.2f} to {best['spearman_high']:+.2f}"
+        family = (best.get("spearman_family_low", np.nan), best.get("spearman_family_high", np.nan))
+        adjusted = (f"adjusted for the {m} correlations it was picked from (Bonferroni, "
+                    f"{1 - 0.05 / m:.1%}): {family[0]:+.2f} to {family[1]:+.2f}")
+        if m > 1 and np.isfinite(family[0]):
+            verdict = (f"{adjusted}, above 0: the more relevance this map puts on the drain, the "
+                       "more the drain moves the logit" if family[0] > 0 else
+                       f"{adjusted}, which holds 0, so this sample does not show that any map's "
+                       "share tracks the effect")
+        else:
+            verdict = ("the interval excludes 0: the more relevance this map puts on the drain, "
+                       "the more the drain moves the logit" if best["spearman_low"] > 0 else
+                       "the interval holds 0, so this sample does not show that any map's share "
+                       "tracks the effect")
+    else:
+        verdict = "no interval: descriptive"
     return (f"Which explanation reveals it: {share_text}; {chance_text}; the share of "
-            f"{best['method']} follows the causal effect best (Spearman "
-            f"{best['spearman_with_effect']:+.2f} over {best['n']} images; no interval: "
-            f"descriptive).")
+            f"{display_name(best['method'])} follows the causal effect best ({rho}, "
+            f"n={best['n']} images); {verdict}.")
 
 
 def _removed_row(causal: pd.DataFrame | None, observation: str):
