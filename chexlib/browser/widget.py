@@ -68,12 +68,14 @@ class HeatmapBrowser:
         self.reported, self.source = reported, source
         state = (state or BrowserState(method=source.methods[0])).check(source.methods)
         style = {"description_width": "70px"}
+        # Buttons as wide as their labels ("shared by all classes" is cut at the default width).
+        buttons = {**style, "button_width": "auto"}
         last = max(len(filtered_rows(reported, state.observation, state.outcome)) - 1, 0)
         self.controls = {
             "observation": widgets.Dropdown(options=list(OBSERVATIONS), value=state.observation,
                                             description="class", style=style),
             "outcome": widgets.ToggleButtons(options=list(OUTCOME_FILTERS), value=state.outcome,
-                                             description="outcome", style=style),
+                                             description="outcome", style=buttons),
             "method": widgets.Dropdown(options=[(display_name(m), m) for m in source.methods],
                                        value=state.method, description="method", style=style),
             # 1-based, as the caption counts ("image 2 of 11"); the state's position is 0-based.
@@ -84,9 +86,9 @@ class HeatmapBrowser:
                                          description="opacity", continuous_update=False,
                                          style=style),
             "scale": widgets.ToggleButtons(options=[(_SCALE_NAMES[v], v) for v in SCALES],
-                                           value=state.scale, description="scale", style=style),
+                                           value=state.scale, description="scale", style=buttons),
             "view": widgets.ToggleButtons(options=list(VIEWS), value=state.view,
-                                          description="view", style=style),
+                                          description="view", style=buttons),
         }
         self.image = widgets.Image(format="png", layout=widgets.Layout(max_width="100%"))
         self.caption = widgets.HTML()
