@@ -7,6 +7,7 @@ the setup cell runs again), and every name of the schema is read by some noteboo
 """
 
 import ast
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -37,6 +38,17 @@ def _names(source: str, context: type) -> set[str]:
 
 def test_there_are_notebooks():
     assert len(NOTEBOOKS) >= 6
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.name)
+def test_committed_notebook_is_valid_with_unique_cell_ids(notebook):
+    # nbformat 4.5 requires a cell id; without one it warns now and will refuse later.
+    raw = json.loads(notebook.read_text())  # as committed (nbformat's reader fills in ids)
+    ids = [cell.get("id") for cell in raw["cells"]]
+    assert None not in ids, f"{notebook.name}: cells {[i for i, x in enumerate(ids) if x is None]}"
+    assert len(set(ids)) == len(ids), f"{notebook.name}: repeated cell ids"
+    nbformat.validate(nbformat.from_dict(raw))
+    assert not any(cell.get("outputs") for cell in raw["cells"]), f"{notebook.name} has outputs"
 
 
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.name)
