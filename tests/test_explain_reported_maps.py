@@ -9,7 +9,7 @@ import torch
 
 from chexlib.checkpoint import model_from_checkpoint, weights_fingerprint
 from chexlib.explain import MapStore, gradcam, lrp
-from chexlib.explain.reported_maps import fill_store, outcome_explainer
+from chexlib.explain.reported_maps import fill_cases, fill_store, outcome_explainer
 from chexlib.plots import galleries
 from chexlib.reported import ReportedImages
 from chexlib.run import RunFolder
@@ -75,6 +75,23 @@ def test_fill_store_also_stores_the_rows_the_galleries_show(run, tmp_path):
                                    rtol=1e-3, atol=1e-6)
     with pytest.raises(ValueError, match=r"extra_rows=\[-1, 5000\]: expected reported rows"):
         fill_store(store, model, reported, "gradcam", 2, extra_rows=[-1, 3, 5000])
+
+
+def test_fill_cases_stores_every_class_of_the_rows_under_each_method(run, tmp_path):
+    reported, model = run
+    store = MapStore(tmp_path, model=weights_fingerprint(model), durable=False)
+    rows = [5, 1]
+    computed, seconds = fill_cases(store, model, reported, ["gradcam", "gradcam_pp"], rows)
+    assert computed == 4 and seconds >= 0
+    expected = gradcam(model, reported.images(rows)).numpy()
+    for k, r in enumerate(rows):
+        np.testing.assert_allclose(store.load("gradcam", reported.paths[r]), expected[k],
+                                   rtol=1e-3, atol=1e-6)
+        assert store.has("gradcam_pp", reported.paths[r])
+    assert not store.has("gradcam", reported.paths[0])  # no leading images
+    assert fill_cases(store, model, reported, ["gradcam", "epsilon"], rows)[0] == 2  # new only
+    with pytest.raises(ValueError, match=r"extra_rows=\[9999\]"):
+        fill_cases(store, model, reported, ["gradcam"], [9999])
 
 
 def test_outcome_galleries_are_outcome_gallery_per_observation_with_names(run):

@@ -138,7 +138,8 @@ def test_detection_note_takes_the_well_detected_class_its_maps_localise_least():
     assert "Edema is detected with AUROC 0.986" in text and "its 98 TP pairs" in text
     assert "10.0% of their positive relevance" in text and "1.7x the 6.0%" in text
     assert "95% CI +0.030 to +0.050 over patients: localises" in text
-    assert "Over the 4 observations with masks: AUROC 0.86 to 0.99" in text
+    assert "Over the 4 observations with masks and a map that is not blank: AUROC 0.86 to 0.99" \
+        in text
     assert "A model can detect a finding without its map outlining it" in text
     localised = _by_observation([("Edema", "gradcam", "TP", 98, 0.06, 0.7, 0.986)])
     assert "does not illustrate" in detection_note(localised, verdicts, "gradcam")

@@ -193,6 +193,8 @@ def test_spearman_interval_matches_scipys_bootstrap():
     assert high == pytest.approx(reference.high, abs=0.05)
     assert low < stats.spearmanr(x, y).statistic < high
     assert np.isnan(spearman_interval(x[:2], y[:2])).all()  # too few pairs: no interval
+    with pytest.raises(MetricInputError, match=r"x has shape \(25,\) and y \(24,\)"):
+        spearman_interval(x, y[:24])
     same = spearman_interval(x, y, n_boot=500, seed=7)
     assert same == spearman_interval(x, y, n_boot=500, seed=7)  # seeded
 
@@ -228,7 +230,8 @@ def test_reveal_insight_claims_tracking_only_when_the_adjusted_interval_excludes
                              "spearman_family_high": [0.9, 0.6, 0.5]})
 
     apart = _reveal(table(0.2, 0.05), effect_shown=True)
-    assert "LRP-α2β1 follows the causal effect best (Spearman +0.50, 95% CI +0.20 to +0.80, " \
+    assert "LRP-α2β1 has the highest rank correlation with the causal effect (Spearman +0.50, " \
+           "95% CI +0.20 to +0.80, " \
            "n=25 images)" in apart
     assert "adjusted for the 2 correlations it was picked from (Bonferroni, 97.5%): +0.05 to " \
            "+0.90, above 0" in apart

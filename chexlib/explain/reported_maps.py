@@ -4,6 +4,8 @@
                        (:func:`chexlib.plots.galleries.outcome_gallery`)
 ``fill_store``         the maps of all classes of the first n reported images, into the heatmap
                        store (:meth:`chexlib.explain.store.MapStore.fill`), timed
+``fill_cases``         the maps of all classes of some reported images under several methods
+                       (the cases a notebook shows, so that its browser opens them at once)
 
 Methods are named as in :func:`chexlib.explain.dispatch.explain`: an LRP composite
 (``epsilon_plus_flat``), ``gradcam`` / ``gradcam_pp`` on the default layer, ``gradcam-<layer>``
@@ -81,4 +83,22 @@ def fill_store(store: MapStore, model: nn.Module, reported, method: str, n: int,
         return explain(model, images, method)
 
     computed = store.fill(method, paths, compute, batch_size=batch_size)
+    return computed, time.perf_counter() - start
+
+
+def fill_cases(store: MapStore, model: nn.Module, reported, methods, rows,
+               device: str | torch.device = "cpu") -> tuple[int, float]:
+    """Store the maps of all classes of reported ``rows`` under each of ``methods``
+    (:func:`fill_store` with no leading images), e.g. the cases a notebook shows.
+
+    Returns
+    -------
+    computed : int
+        (method, image) maps explained; the others were stored already.
+    seconds : float
+        Wall-clock time of the whole fill.
+    """
+    start = time.perf_counter()
+    computed = sum(fill_store(store, model, reported, method, 0, device=device,
+                              extra_rows=rows)[0] for method in methods)
     return computed, time.perf_counter() - start

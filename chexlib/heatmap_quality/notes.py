@@ -110,7 +110,7 @@ def detection_note(by_observation: pd.DataFrame, verdicts: pd.DataFrame, method:
     if rows.empty:
         return (f"**Detection is not segmentation**: no {outcome} pair with a mask and a map of "
                 f"{display_name(method)} on this run, so there is nothing to compare.")
-    spread = (f" Over the {len(rows)} observations with masks: AUROC {rows['auroc'].min():.2f} "
+    spread = (f" Over the {len(rows)} observations with masks and a map that is not blank: AUROC {rows['auroc'].min():.2f} "
               f"to {rows['auroc'].max():.2f}, relevance inside the masks "
               f"{rows['ratio'].min():.1f}x to {rows['ratio'].max():.1f}x chance.")
     detected = rows[(rows["auroc"] >= WELL_DETECTED) & (rows["n"] >= MIN_EXAMPLE_PAIRS)]

@@ -118,7 +118,8 @@ def _reveal(reveal: pd.DataFrame, effect_shown: bool) -> str | None:
     else:
         verdict = "no interval: descriptive"
     return (f"Which explanation reveals it: {share_text}; {chance_text}; the share of "
-            f"{display_name(best['method'])} follows the causal effect best ({rho}, "
+            f"{display_name(best['method'])} has the highest rank correlation with the causal "
+            f"effect ({rho}, "
             f"n={best['n']} images); {verdict}.")
 
 

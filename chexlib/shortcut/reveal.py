@@ -56,6 +56,9 @@ def bootstrap_spearman(x, y, n_boot: int = 4000, seed: int = 0) -> np.ndarray:
     """Spearman's rho of ``n_boot`` resamples of the (x, y) pairs, those with constant x or y
     (no rank correlation) left out; empty with fewer than 3 pairs."""
     x, y = np.asarray(x, float), np.asarray(y, float)
+    if x.shape != y.shape or x.ndim != 1:
+        raise MetricInputError(f"bootstrap_spearman: x has shape {x.shape} and y {y.shape}; "
+                               "expected two 1-d arrays of the same length (one value per image)")
     if len(x) < 3:
         return np.empty(0)
     picks = np.random.default_rng(seed).integers(0, len(x), size=(n_boot, len(x)))
